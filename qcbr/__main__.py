@@ -1,0 +1,5 @@
+import sys
+
+from qcbr.cli import main
+
+sys.exit(main())

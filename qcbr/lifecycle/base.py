@@ -1,0 +1,106 @@
+"""The Backend protocol: the one interface the CLI and the dashboard use for the lifecycle.
+
+Two implementations keep the same contracts (DESIGN.md, "Contracts"): ``LocalBackend``
+(``qcbr.lifecycle.local``, the default: files under QCBR_HOME, subprocess jobs, MLflow on SQLite,
+uvicorn endpoints) and ``AwsBackend`` (``qcbr.lifecycle.aws``: S3, SageMaker, Model Registry).
+
+Records are plain dicts with SageMaker's field names so that ``--json`` output, the dashboard and
+the aws backend read the same. Times are timezone-aware ISO-8601 strings (UTC).
+
+Record shapes (keys always present; ``None`` where not known yet):
+
+Dataset (``describe_dataset``)::
+    DatasetName, Sha256, S3Uri (the version's prefix), Rows, Columns (list of names), Label,
+    IdColumn, Schema (the CaseBase schema dict), CreationTime, CreatedBy, Created (False when an
+    identical upload already existed)
+
+TrainingJob (``describe_training_job``; shaped like DescribeTrainingJob)::
+    TrainingJobName, TrainingJobArn, TrainingJobStatus (InProgress|Completed|Failed|Stopped|Stopping),
+    SecondaryStatus (Starting|Downloading|Training|Uploading|Completed|Failed|Stopped|...),
+    FailureReason, HyperParameters (str -> str), InputDataConfig (list, channel "train"),
+    OutputDataConfig {S3OutputPath}, ModelArtifacts {S3ModelArtifacts} (None until Completed),
+    CreationTime, TrainingStartTime, TrainingEndTime, FinalMetricDataList [{MetricName, Value}],
+    Progress {Fraction (0..1), Message}, Log (str: the tail of the job's log),
+    Lineage {DatasetName, DatasetSha256, MlflowRunId}, CreatedBy
+
+ModelPackage (``describe_model_version``)::
+    ModelPackageGroupName, ModelPackageVersion (int, from 1), ModelPackageArn,
+    ModelApprovalStatus (PendingManualApproval|Approved|Rejected), ModelPackageDescription,
+    CreationTime, CreatedBy, ModelDataUrl (s3:// model.tar.gz), ModelMetrics (name -> float),
+    HyperParameters, ApprovalHistory [{Status, By, Comment, Time}],
+    Lineage {DatasetName, DatasetSha256, TrainingJobName, MlflowRunId, Endpoints [names]},
+    FeatureSchema (the model's input schema: [{name, type, categories?}] and label classes)
+
+Endpoint (``describe_endpoint``)::
+    EndpointName, EndpointArn, EndpointStatus (Creating|InService|Updating|Failed|Deleting),
+    Stage (staging|prod), ModelPackageVersion, EndpointUrl (base URL; local only, else None),
+    CreationTime, LastModifiedTime, FailureReason, CreatedBy,
+    ProductionVariants [{VariantName: "AllTraffic", ModelPackageVersion, CurrentInstanceCount}]
+
+Invocation result (``invoke``; the Lambda's response body)::
+    {"inference_id", "endpoint", "model_version", "predictions": [
+        {"inference_id", "label", "confidence", "probabilities": {class: p}, "flagged" (bool:
+         confidence < epsilon), "similar_cases": [{"case_id", "label", "score"}]}]}
+
+Prediction record (``list_predictions``; stored at predictions/yyyy/mm/dd/<inference-id>.json)::
+    inference_id, endpoint, model_version, time, user, request (the instances), response (as above)
+
+Ground truth record (SageMaker's format, ``submit_ground_truth``)::
+    {"groundTruthData": {"data": label, "encoding": "CSV"},
+     "eventMetadata": {"eventId": inference_id}, "eventVersion": "0"}
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from qcbr.roles import Actor
+
+TRAINING_STATUSES = ("InProgress", "Completed", "Failed", "Stopping", "Stopped")
+APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
+ENDPOINT_STATUSES = ("Creating", "InService", "Updating", "Failed", "Deleting")
+STAGES = ("staging", "prod")
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str  # "local" | "aws"
+    project: str  # the model package group name
+
+    # datasets
+    def upload_dataset(self, actor: Actor, case_base: Any, name: str) -> dict: ...
+    def list_datasets(self) -> list[dict]: ...
+    def describe_dataset(self, name: str, sha256: str | None = None) -> dict: ...
+    def load_dataset(self, name: str, sha256: str | None = None) -> Any: ...  # -> CaseBase
+
+    # training jobs
+    def create_training_job(
+        self, actor: Actor, dataset: str, hyperparameters: dict[str, Any],
+        job_name: str | None = None, dataset_sha256: str | None = None,
+    ) -> dict: ...
+    def describe_training_job(self, name: str) -> dict: ...
+    def list_training_jobs(self) -> list[dict]: ...
+    def stop_training_job(self, actor: Actor, name: str) -> dict: ...
+
+    # registry
+    def register_model(
+        self, actor: Actor, job_name: str, min_accuracy: float | None = None, description: str = "",
+    ) -> dict: ...
+    def list_model_versions(self) -> list[dict]: ...
+    def describe_model_version(self, version: int) -> dict: ...
+    def approve_model(self, actor: Actor, version: int, comment: str = "") -> dict: ...
+    def reject_model(self, actor: Actor, version: int, comment: str = "") -> dict: ...
+    def latest_approved_version(self) -> dict | None: ...
+
+    # endpoints
+    def create_endpoint(self, actor: Actor, name: str, model_version: int, stage: str = "staging") -> dict: ...
+    def update_endpoint(self, actor: Actor, name: str, model_version: int) -> dict: ...
+    def describe_endpoint(self, name: str) -> dict: ...
+    def list_endpoints(self) -> list[dict]: ...
+    def delete_endpoint(self, actor: Actor, name: str) -> None: ...
+    def restart_endpoint(self, actor: Actor, name: str) -> dict: ...
+
+    # invocation, prediction store, ground truth
+    def invoke(self, actor: Actor, endpoint: str, body: bytes | str | dict, content_type: str = "application/json") -> dict: ...
+    def list_predictions(self, endpoint: str | None = None, user: str | None = None, limit: int | None = None) -> list[dict]: ...
+    def submit_ground_truth(self, actor: Actor, inference_id: str, label: Any) -> dict: ...
+    def list_ground_truth(self, endpoint: str | None = None) -> list[dict]: ...
