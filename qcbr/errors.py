@@ -32,3 +32,14 @@ class ConfigError(QCBRError):
 
 class RoleError(QCBRError, PermissionError):
     """The acting user's role may not perform this action."""
+
+
+class AuthError(QCBRError):
+    """A login failed: wrong name or password, or the account is locked after repeated failures."""
+
+
+class InputError(QCBRError, ValueError):
+    """Rows given to a fitted model do not match what it was fitted on (columns, count, values).
+
+    A ValueError so that scikit-learn conventions hold; the serving layer answers it with a 4xx.
+    """
