@@ -488,7 +488,7 @@ def _parse_csv(name: str, text: str, delimiter: str) -> pd.DataFrame:
                 f"Fix: quote values that contain the delimiter, or remove the extra fields on that line"
             ) from None
         raise CaseValidationError(
-            f"{name} could not be parsed as CSV (delimiter {shown}): {str(exc).strip()}. "
+            f"{name} could not be parsed as CSV (delimiter {shown}): {' '.join(str(exc).split())}. "
             f"Fix: check quoting (an unclosed '\"' swallows the rest of the file)"
         ) from None
     return grid.fillna("")
