@@ -10,7 +10,7 @@ its two-sample test is significant *and* the shift is large enough to matter:
 Significance guards against noise on small windows (PSI alone is biased upwards there); the effect
 size guards against trivial shifts that large windows make significant. Dividing ``alpha`` by the
 number of features (Bonferroni) bounds the chance of *any* false alarm on unshifted traffic by
-``alpha`` (default 0.05), so each feature's false-alarm rate is at most alpha / n_features.
+``alpha`` (default 0.01), so each feature's false-alarm rate is at most alpha / n_features.
 ``comparison_method`` "Simple" uses the distance alone: Model Monitor's L-infinity distance (the
 KS statistic for numeric features) > ``comparison_threshold``.
 """
@@ -40,7 +40,7 @@ DIST_CATEGORIES = 30
 class Thresholds:
     """Every threshold the job applies; defaults chosen so unshifted traffic rarely alarms."""
 
-    alpha: float = 0.05  # family-wise false-alarm rate over the features (Bonferroni)
+    alpha: float = 0.01  # family-wise false-alarm rate over the features (Bonferroni)
     psi: float = 0.1
     wasserstein: float | None = None  # None: the constraints' comparison_threshold (0.1)
     js: float | None = None  # None: the constraints' comparison_threshold (0.1)
