@@ -126,3 +126,23 @@ def update_json(path: Path, lock: Path, change: Callable[[Any], Any], default: A
         value = value if new is None else new
         atomic_write_json(path, value)
         return value
+
+
+@contextmanager
+def try_lock(path: str | os.PathLike) -> Iterator[bool]:
+    """Take the lock if it is free; yields False (without waiting) when another process holds it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
