@@ -262,16 +262,18 @@ def build_extras(frame, schema: dict | None, labels=None, model=None, novelty: d
     return extras
 
 
-def write_baseline(model_dir: str | os.PathLike, frame, schema: dict | None = None, labels=None, model=None) -> dict[str, str]:
+def write_baseline(model_dir: str | os.PathLike, frame, schema: dict | None = None, labels=None, model=None,
+                   novelty: dict | None = None) -> dict[str, str]:
     """Write statistics.json, constraints.json and monitoring_baseline.json into ``model_dir``.
 
     The training entrypoint calls this with ``case_base.features``, ``case_base.schema``, the
     labels (for the class mix) and the fitted model (for the novelty baseline; ``frame`` must be
-    what it was fitted on). Returns the paths written.
+    what it was fitted on), or an already computed ``novelty`` (``novelty_baseline``'s dict).
+    Returns the paths written.
     """
     model_dir = Path(model_dir)
     statistics, constraints = build_baseline(frame, schema)
-    extras = build_extras(frame, schema, labels=labels, model=model)
+    extras = build_extras(frame, schema, labels=labels, model=model, novelty=novelty)
     paths = {
         "statistics": model_dir / "statistics.json",
         "constraints": model_dir / "constraints.json",

@@ -241,8 +241,11 @@ def read_capture(store, endpoint: str, since: Any = None, until: Any = None,
     for k_i, key in enumerate(keys):
         if progress:
             progress(k_i / max(len(keys), 1), f"reading {key}")
+        data = store.get(key)
+        # a line without its newline is being written right now (or its writer died mid-write)
+        data = data[: data.rfind(b"\n") + 1]
         try:
-            lines = store.get(key).decode("utf-8").splitlines()
+            lines = data.decode("utf-8").splitlines()
         except UnicodeDecodeError as exc:
             n_bad += 1
             if len(errors) < MAX_ERRORS_KEPT:

@@ -1,0 +1,159 @@
+"""The monitoring job end to end on real capture files (written by the serving layer's
+CaptureWriter) and SageMaker ground-truth records in a temporary LocalObjectStore."""
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from qcbr.errors import RoleError
+from qcbr.monitoring.baseline import write_baseline
+from qcbr.monitoring.job import executions_frame, list_executions, load_execution, run_monitoring
+from qcbr.roles import OPERATOR, Actor
+from qcbr.serving.capture import CaptureWriter
+from qcbr.storage import LocalObjectStore
+from tests.test_monitoring_drift import SCHEMA, make_frame
+
+ENDPOINT = "churn-prod"
+T0 = datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc)
+
+
+def predict_rows(frame: pd.DataFrame, rng, novel: bool = False, wrong: float = 0.1) -> tuple[list[dict], list[str]]:
+    """Endpoint-shaped predictions (predict_records rows) and the true labels behind them."""
+    truth = np.where(frame["score"].to_numpy(dtype=float) > 0.5, "yes", "no")
+    rows, labels = [], []
+    for t in truth:
+        flip = rng.random() < wrong
+        label = ("no" if t == "yes" else "yes") if flip else t
+        conf = float(rng.uniform(0.55, 0.95))
+        best = float(rng.beta(2, 8) if novel else rng.beta(8, 2))
+        rows.append({"label": label, "confidence": conf, "probabilities": {label: conf, ("no" if label == "yes" else "yes"): 1 - conf},
+                     "flagged": conf < 0.6, "similar_cases": [{"case_id": f"c{rng.integers(1000)}", "label": t, "score": best}]})
+        labels.append(str(t))
+    return rows, labels
+
+
+def write_traffic(store: LocalObjectStore, frame: pd.DataFrame, start: datetime, rng, batch: int = 1, csv: bool = False,
+                  novel: bool = False, wrong: float = 0.1, version: int = 1) -> dict[str, str]:
+    """Capture ``frame`` as requests of ``batch`` rows, one minute apart; returns inference id -> true label."""
+    writer = CaptureWriter(store.path("capture"), ENDPOINT, flush_interval=60)
+    truth: dict[str, str] = {}
+    features = [c for c in frame.columns]
+    for i in range(0, len(frame), batch):
+        part = frame.iloc[i:i + batch]
+        preds, labels = predict_rows(part, rng, novel=novel, wrong=wrong)
+        rid = str(uuid.uuid4())
+        if csv:
+            body = "\n".join(",".join(str(v) for v in row) for row in part.itertuples(index=False)).encode()
+            ctype, enc = "text/csv", "CSV"
+        else:
+            records = json.loads(part.to_json(orient="records"))
+            body, ctype, enc = json.dumps({"instances": records}).encode(), "application/json", "JSON"
+        out = json.dumps({"model_version": version, "predictions": preds}).encode()
+        writer.record(body, ctype, enc, out, "application/json", inference_id=rid, when=start + timedelta(minutes=i // batch))
+        for j, label in enumerate(labels):
+            truth[rid if len(part) == 1 else f"{rid}-{j}"] = label
+    writer.close()
+    assert features == list(frame.columns)
+    return truth
+
+
+def write_ground_truth(store: LocalObjectStore, truth: dict[str, str], when: datetime) -> None:
+    """SageMaker groundTruthData lines, one file per inference id (the backend's layout)."""
+    for iid, label in truth.items():
+        rec = {"groundTruthData": {"data": label, "encoding": "CSV"}, "eventMetadata": {"eventId": iid}, "eventVersion": "0"}
+        store.put(f"ground-truth/{when:%Y/%m/%d/%H}/{iid}.jsonl", (json.dumps(rec) + "\n").encode())
+
+
+@pytest.fixture()
+def setup(tmp_path):
+    store = LocalObjectStore(tmp_path / "s3", "qcbr-local")
+    train = make_frame(3000, seed=100)
+    labels = np.where(train["score"] > 0.5, "yes", "no")
+    rng = np.random.default_rng(0)
+    novelty = {"method": "leave_one_out_best_similarity", "values": sorted(rng.beta(8, 2, 2000).tolist())}
+    model_dir = tmp_path / "model"
+    write_baseline(model_dir, train, SCHEMA | {"columns": [c for c in SCHEMA["columns"] if c["name"] in train.columns]},
+                   labels=labels, novelty=novelty)
+    (model_dir / "metrics.json").write_text(json.dumps({"validation:accuracy": 0.9}))
+    return store, model_dir
+
+
+def test_clean_window_completes_and_a_shifted_one_has_violations(setup):
+    store, model_dir = setup
+    rng = np.random.default_rng(1)
+    clean = write_traffic(store, make_frame(400, seed=21), T0, rng)
+    write_ground_truth(store, clean, T0 + timedelta(hours=30))
+    day2 = T0 + timedelta(days=2)
+    shifted = write_traffic(store, make_frame(400, seed=22, shift=True), day2, rng, batch=5, csv=True, novel=True, wrong=0.45)
+    write_ground_truth(store, shifted, day2 + timedelta(hours=12))
+
+    first = run_monitoring(store, ENDPOINT, T0, model_dir, actor=OPERATOR, until=day2, now=T0 + timedelta(days=1))
+    assert first["MonitoringExecutionStatus"] == "Completed", load_execution(store, ENDPOINT, first["ExecutionId"])["violations"]
+    assert first["ViolationsCount"] == 0 and first["FailureReason"] is None
+    s = first["Summary"]
+    assert s["n_rows"] == 400 and s["drift_share"] == 0 and not s["novelty_drifted"] and not s["prediction_drifted"]
+    assert s["n_labelled"] == 400 and s["accuracy"] == pytest.approx(0.9, abs=0.05) and not s["decayed"]
+
+    second = run_monitoring(store, ENDPOINT, day2, model_dir, actor=OPERATOR, now=day2 + timedelta(days=1))
+    assert second["MonitoringExecutionStatus"] == "CompletedWithViolations"
+    s = second["Summary"]
+    assert s["n_rows"] == 400 and set(s["drifted_features"]) == {"income", "age", "segment"}
+    assert s["novelty_drifted"] and s["novel_share"] > 0.5
+    assert s["decayed"] and s["accuracy"] < 0.7 and s["accuracy_drop"] >= 0.2 and s["n_labelled"] == 400
+
+    loaded = load_execution(store, ENDPOINT, second["ExecutionId"])
+    checks = {(v["feature_name"], v["constraint_check_type"]) for v in loaded["violations"]}
+    assert {("income", "baseline_drift_check"), ("novelty:best_similarity", "baseline_drift_check")} <= checks
+    assert loaded["violations"] == json.loads(store.get(f"monitoring/{ENDPOINT}/{second['ExecutionId']}/constraint_violations.json"))["violations"]
+    report = loaded["report"]
+    assert report["status"] == "CompletedWithViolations" and report["n_records"] == 80  # 400 rows in batches of 5
+    assert [f["name"] for f in report["drift"]["features"]] == ["income", "age", "score", "segment", "active"]
+    assert report["decay"]["windows"] and report["decay"]["windows"][0]["n_labelled"] == 400
+    window_stats = json.loads(store.get(f"monitoring/{ENDPOINT}/{second['ExecutionId']}/statistics.json"))
+    assert window_stats["dataset"]["item_count"] == 400 and len(window_stats["features"]) == 5
+
+    history = list_executions(store, ENDPOINT)
+    assert [h["ExecutionId"] for h in history] == [second["ExecutionId"], first["ExecutionId"]]
+    frame = executions_frame(history)
+    assert list(frame["status"]) == ["Completed", "CompletedWithViolations"]
+    assert frame["novel_share"].iloc[1] > frame["novel_share"].iloc[0]
+
+
+def test_failed_executions_say_why(setup, tmp_path):
+    store, model_dir = setup
+    none = run_monitoring(store, ENDPOINT, "2026-01-01T00:00:00Z", model_dir, actor=OPERATOR)
+    assert none["MonitoringExecutionStatus"] == "Failed"
+    assert "no captured requests for endpoint 'churn-prod' since 2026-01-01T00:00:00+00:00" in none["FailureReason"]
+    store.put(f"capture/{ENDPOINT}/AllTraffic/2026/03/02/08/garbage.jsonl", b"{not json\n[1,2]\n")
+    bad = run_monitoring(store, ENDPOINT, None, model_dir, actor=OPERATOR)
+    assert bad["MonitoringExecutionStatus"] == "Failed"
+    assert "all 2 captured records" in bad["FailureReason"] and "garbage.jsonl:1" in bad["FailureReason"]
+    nobase = run_monitoring(store, ENDPOINT, None, tmp_path / "nowhere", actor=OPERATOR)
+    assert nobase["MonitoringExecutionStatus"] == "Failed" and "no statistics.json" in nobase["FailureReason"]
+    report = load_execution(store, ENDPOINT, nobase["ExecutionId"])
+    assert report["violations"] == [] and report["report"]["failure_reason"] == nobase["FailureReason"]
+    assert len(list_executions(store)) == 3
+
+
+def test_partly_unreadable_capture_is_reported_not_fatal(setup):
+    store, model_dir = setup
+    write_traffic(store, make_frame(100, seed=5), T0, np.random.default_rng(3))
+    key = next(k for k in store.list(f"capture/{ENDPOINT}/") if k.endswith(".jsonl"))
+    store.put(key, store.get(key) + b"{torn line\n" + b'{"captureData": {"endpointInput": {"data": "[1"}}}' + b"\n" + b'{"half')
+    record = run_monitoring(store, ENDPOINT, None, model_dir, actor=OPERATOR)
+    report = load_execution(store, ENDPOINT, record["ExecutionId"])["report"]
+    assert record["MonitoringExecutionStatus"] == "Completed"
+    assert report["n_records"] == 100 and report["unreadable_records"] == 2  # the unterminated last line is skipped
+    assert len(report["read_errors"]) == 2
+
+
+def test_running_needs_the_role(setup):
+    store, model_dir = setup
+    with pytest.raises(RoleError, match="may not run monitoring"):
+        run_monitoring(store, ENDPOINT, None, model_dir, actor=Actor("bob", "business"))
+    assert list_executions(store) == []
