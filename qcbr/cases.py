@@ -137,6 +137,8 @@ def _col_letter(position: int) -> str:
 
 def _suggest(wanted: str, columns: Sequence[str]) -> list[str]:
     exact = [c for c in columns if c.strip().lower() == str(wanted).strip().lower()]
+    if exact:  # only the letter case differs: that is surely the one
+        return exact[:3]
     close = difflib.get_close_matches(str(wanted), list(columns), n=3, cutoff=0.6)
     lowered = {c.lower(): c for c in columns}
     close += [lowered[c] for c in difflib.get_close_matches(str(wanted).lower(), list(lowered), n=3, cutoff=0.6)]
@@ -340,7 +342,8 @@ def safe_csv(frame: pd.DataFrame, bom: bool = False) -> bytes:
         col = out[name]
         if not _is_plain_numeric(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
             out[name] = col.astype(object).map(neutralise)
-    text = out.to_csv(index=False, lineterminator="\n")
+    # RFC 4180 line ends: with "\n" alone a bare "\r" in a cell would go unquoted and split the row
+    text = out.to_csv(index=False, lineterminator="\r\n")
     return (b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8")
 
 
@@ -382,10 +385,17 @@ def _read_source(source: Any, max_bytes: int) -> tuple[bytes, str]:
     return data, name
 
 
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} bytes"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.1f} KB"
+    return f"{n / (1024 * 1024):.1f} MB"
+
+
 def _too_big(name: str, size: int, max_bytes: int) -> str:
-    mb = 1024 * 1024
     return (
-        f"{name} is {size / mb:.1f} MB, over the {max_bytes / mb:.1f} MB limit for a case base. "
+        f"{name} is {_size(size)}, over the {_size(max_bytes)} limit for a case base. "
         f"Fix: drop columns or rows you do not need, save it as Parquet (smaller), "
         f"or raise the limit (max_bytes=...)"
     )
