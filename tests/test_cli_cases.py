@@ -116,3 +116,37 @@ def test_python_dash_m_qcbr_exit_codes_and_stderr(iris_csv, tmp_path):
     assert bad.stderr.splitlines() == [bad.stderr.strip()] and "did you mean 'species'?" in bad.stderr
     usage = qcbr("cases", "validate", str(iris_csv))
     assert usage.returncode == 2 and "--label" in usage.stderr
+
+
+def test_upload_end_to_end_through_the_local_backend(capsys, iris_csv, tmp_path):
+    code, out, err = run_main(capsys, "cases", "upload", str(iris_csv), "--label", "species", "--json")
+    assert code == 0, err
+    record = json.loads(out)
+    expected = CaseBase.from_file(iris_csv, label="species")
+    assert record["DatasetName"] == "iris-flowers-v2"  # the file stem, sanitised
+    assert record["Sha256"] == expected.sha256 and record["Created"] is True
+    assert record["Rows"] == 150 and record["Label"] == "species" and record["Schema"] == expected.schema
+    stored = tmp_path / "home" / "s3" / "qcbr-local" / "datasets" / "iris-flowers-v2" / expected.sha256
+    assert (stored / "cases.parquet").is_file() and (stored / "schema.json").is_file()
+
+    # the same content as Parquet, under the same name: a no-op returning the same version
+    parquet = tmp_path / "iris.parquet"
+    parquet.write_bytes(expected.to_parquet_bytes())
+    code, out, _ = run_main(capsys, "cases", "upload", str(parquet), "--label", "species", "--name", "iris-flowers-v2")
+    assert code == 0 and "already present" in out and expected.sha256 in out
+
+    from qcbr.lifecycle import get_backend
+
+    loaded = get_backend().load_dataset("iris-flowers-v2")
+    assert loaded.sha256 == expected.sha256 and loaded.frame.equals(expected.frame)
+
+
+def test_upload_refused_for_a_business_user(capsys, iris_csv, tmp_path, monkeypatch):
+    from qcbr.users import UserStore
+
+    UserStore(tmp_path / "home", rounds=4).add("bea", "business", "Correct-Horse-Battery-9")
+    monkeypatch.setenv("QCBR_USER", "bea")
+    code, out, err = run_main(capsys, "cases", "upload", str(iris_csv), "--label", "species")
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert "'bea'" in err and "upload dataset" in err
+    assert not (tmp_path / "home" / "s3" / "qcbr-local" / "datasets").exists()
