@@ -193,7 +193,10 @@ _DECIMAL_COMMA = re.compile(r"^([+-]?\d*),(\d+)$")
 
 
 def _parse_numbers(series: pd.Series, decimal_comma: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, list, bool]:
-    """-> (float64 values with NaN for missing/bad, missing mask, bad mask, texts, used decimal comma)."""
+    """-> (float64 values with NaN for missing/bad, missing mask, bad mask, texts, used decimal comma).
+
+    ``texts`` (the cells as text, for error messages) is filled only when some value is bad.
+    """
     if _is_plain_numeric(series.dtype):
         values = series.to_numpy(dtype="float64", na_value=np.nan).copy()
         missing = np.isnan(values)
@@ -204,19 +207,34 @@ def _parse_numbers(series: pd.Series, decimal_comma: bool) -> tuple[np.ndarray, 
     if pd.api.types.is_bool_dtype(series.dtype):
         values = series.astype("Float64").to_numpy(dtype="float64", na_value=np.nan)
         return values, np.isnan(values), np.zeros(len(values), bool), [], False
-    texts, missing = _text(series)
-    as_series = pd.Series(texts, dtype=object)
-    values = pd.to_numeric(as_series, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-    bad = ~missing & ~np.isfinite(values)
+    if isinstance(series.dtype, pd.StringDtype):
+        # vectorised path (CSV columns): parse everything, then look only at what did not parse
+        stripped = series.str.strip()
+        values = pd.to_numeric(stripped, errors="coerce").to_numpy(dtype="float64", na_value=np.nan).copy()
+        unparsed = np.isnan(values)
+        missing = np.zeros(len(values), bool)
+        if unparsed.any():
+            idx = np.flatnonzero(unparsed)
+            sub = stripped.iloc[idx]
+            missing[idx] = (sub.isna() | sub.str.lower().isin(MISSING_TOKENS)).to_numpy(dtype=bool)
+        bad = (unparsed & ~missing) | np.isinf(values)
+        if not bad.any():
+            return values, missing, bad, [], False
+        texts = stripped.to_numpy(dtype=object, na_value=None)
+    else:
+        texts, missing = _text(series)
+        values = pd.to_numeric(pd.Series(texts, dtype=object), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        bad = ~missing & ~np.isfinite(values)
+    texts = list(texts)
     used_comma = False
     if decimal_comma and bad.any():
-        alt_text = pd.Series([_DECIMAL_COMMA.sub(r"\1.\2", t) if t else t for t in texts], dtype=object)
+        alt_text = pd.Series([_DECIMAL_COMMA.sub(r"\1.\2", t) if t and not m else None for t, m in zip(texts, missing)], dtype=object)
         alt = pd.to_numeric(alt_text, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
         alt_bad = ~missing & ~np.isfinite(alt)
         if alt_bad.sum() < bad.sum():
             values, bad, used_comma = alt, alt_bad, True
     values = values.copy()
-    values[bad] = np.nan
+    values[bad | missing] = np.nan
     return values, missing, bad, texts, used_comma
 
 
@@ -244,23 +262,29 @@ def _parse_booleans(series: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return values, missing, bad, list(texts)
 
 
-def _infer_type(series: pd.Series, decimal_comma: bool) -> str:
+def _infer_type(series: pd.Series, decimal_comma: bool) -> tuple[str, tuple | None]:
+    """-> (type, the numeric parse when one was made, so that validation need not parse again)."""
     if pd.api.types.is_bool_dtype(series.dtype):
-        return "boolean"
+        return "boolean", None
     if _is_plain_numeric(series.dtype):
-        return "numeric"
+        return "numeric", None
     if pd.api.types.is_datetime64_any_dtype(series.dtype):
-        return "categorical"
-    texts, missing = _text(series)
-    present = texts[~missing]
-    if len(present) == 0:
-        return "numeric"  # validation reports the column as empty
-    lowered = {str(v).lower() for v in pd.unique(present)}
-    if lowered <= (TRUE_TOKENS | FALSE_TOKENS):
-        return "boolean"
-    values, missing, bad, _, _ = _parse_numbers(series, decimal_comma)
+        return "categorical", None
+    parsed = _parse_numbers(series, decimal_comma)
+    values, missing, bad, _, _ = parsed
+    present = int((~missing).sum())
+    if present == 0:
+        return "numeric", parsed  # validation reports the column as empty
     ok = int((~missing & ~bad).sum())
-    return "numeric" if ok > MOSTLY_NUMERIC * len(present) else "categorical"
+    if ok > MOSTLY_NUMERIC * present:
+        return "numeric", parsed
+    if isinstance(series.dtype, pd.StringDtype):
+        lowered = series.str.strip().str.lower()[~missing]
+        is_bool = bool(lowered.isin(TRUE_TOKENS | FALSE_TOKENS).all())
+    else:
+        texts, _ = _text(series)
+        is_bool = all(str(v).lower() in (TRUE_TOKENS | FALSE_TOKENS) for v in texts[~missing])
+    return ("boolean" if is_bool else "categorical"), None
 
 
 def _mode(values: Sequence[Any]) -> Any:
@@ -620,7 +644,7 @@ class CaseBase:
 
     __slots__ = (
         "_raw", "_rows", "_source", "_name", "_label", "_id_column", "_types", "_missing",
-        "_tolerance", "_prior_imputed", "_state",
+        "_tolerance", "_prior_imputed", "_state", "_parsed",
     )
 
     # construction -------------------------------------------------------------------------
@@ -680,6 +704,7 @@ class CaseBase:
                     f"Fix: give {_q(c)} a feature type or make it the id column (id_column=...)"
                 )
         resolved: dict[str, str] = {}
+        parsed: dict[str, tuple] = {}
         for c in columns:
             if c == label:
                 resolved[c] = "label"
@@ -688,12 +713,14 @@ class CaseBase:
             elif c in types:
                 resolved[c] = types[c]
             else:
-                resolved[c] = _infer_type(raw[c], decimal_comma)
+                resolved[c], numbers = _infer_type(raw[c], decimal_comma)
+                if numbers is not None and resolved[c] == "numeric":
+                    parsed[c] = numbers
         self = object.__new__(cls)
         state = dict(
             _raw=raw, _rows=np.asarray(rows), _source=source, _label=label, _id_column=id_column,
             _name=name or _default_name(where), _types=resolved, _missing=missing, _tolerance=tolerance,
-            _prior_imputed=dict(prior_imputed or {}), _state=None,
+            _prior_imputed=dict(prior_imputed or {}), _state=None, _parsed=parsed,
         )
         for key, value in state.items():
             object.__setattr__(self, key, value)
@@ -804,6 +831,7 @@ class CaseBase:
         """Check everything that needs the label; raise CaseValidationError at the first problem."""
         if self._state is None:
             object.__setattr__(self, "_state", self._compute())
+            object.__setattr__(self, "_parsed", {})  # inference's parse is no longer needed
         return self
 
     @property
@@ -888,7 +916,9 @@ class CaseBase:
             kind = self._types[c]
             series = self._raw[c]
             if kind == "numeric":
-                values, miss, bad, texts, comma = _parse_numbers(series, self._source.get("delimiter") not in (None, ","))
+                values, miss, bad, texts, comma = self._parsed.get(c) or _parse_numbers(
+                    series, self._source.get("delimiter") not in (None, ",")
+                )
                 if comma:
                     report["decimal_comma"].append(c)
                 what = "are not numbers"

@@ -150,3 +150,10 @@ def test_upload_refused_for_a_business_user(capsys, iris_csv, tmp_path, monkeypa
     assert code == 1 and out == "" and err.count("\n") == 1
     assert "'bea'" in err and "upload dataset" in err
     assert not (tmp_path / "home" / "s3" / "qcbr-local" / "datasets").exists()
+
+
+def test_cli_module_does_not_import_pandas():
+    """`qcbr --help` must stay fast: the cases group loads pandas only when a command runs."""
+    code = "import sys, qcbr.cli.cases; print('pandas' in sys.modules, 'qcbr.cases' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert out.stdout.split() == ["False", "False"], out.stderr
