@@ -168,32 +168,13 @@ def log(message: str) -> None:
 
 # -- the job ---------------------------------------------------------------------------------------
 def cv_accuracy(model: Any) -> float | None:
-    """The cross-validated accuracy of the chosen (alpha, k), however the model reports it."""
-    for attr in ("best_score_", "cv_score_"):
-        value = getattr(model, attr, None)
-        if isinstance(value, (int, float)):
-            return float(value)
-    results = getattr(model, "cv_results_", None)
-    if isinstance(results, dict):
-        for key in ("best_score", "best_accuracy", "accuracy"):
-            if isinstance(results.get(key), (int, float)):
-                return float(results[key])
-        scores = results.get("mean_test_score") or results.get("mean_score") or results.get("scores")
-        if scores is not None:
-            try:
-                return float(max(float(s) for s in scores))
-            except (TypeError, ValueError):
-                return None
-    if isinstance(results, list) and results:
-        values = []
-        for row in results:
-            if isinstance(row, dict):
-                for key in ("mean_score", "score", "accuracy", "mean_test_score"):
-                    if isinstance(row.get(key), (int, float)):
-                        values.append(float(row[key]))
-                        break
-        return max(values) if values else None
-    return None
+    """Mean cross-validated accuracy of the (alpha, k) the fit chose; None when nothing was tuned."""
+    rows = getattr(model, "cv_table_", None) or []
+    for row in rows:
+        if row.get("k") == getattr(model, "k_", None) and row.get("alpha") == getattr(model, "alpha_", None):
+            return float(row["mean_accuracy"])
+    results = getattr(model, "cv_results_", None) or {}
+    return float(max(results.values())) if results else None
 
 
 def split(X, y, ids, fraction: float, seed: int):
@@ -212,10 +193,9 @@ def split(X, y, ids, fraction: float, seed: int):
     if fraction <= 0:
         return X, None, y, None, ids, None
     n = len(y)
+    # at least one case of every class held out; with >= 2 per class and fraction <= 0.5 the
+    # training side keeps at least one of each as well
     n_test = max(len(labels), int(round(n * fraction)))
-    if n - n_test < len(labels):
-        raise ValueError(f"{n} cases are too few for a validation split of {fraction:g} with {len(labels)} classes; "
-                         "add cases or set validation_fraction=0")
     index = np.arange(n)
     tr, te = train_test_split(index, test_size=n_test, stratify=np.asarray(y).astype(str), random_state=seed)
     take = (lambda obj, rows: obj.iloc[rows] if hasattr(obj, "iloc") else np.asarray(obj)[rows])

@@ -1,0 +1,114 @@
+"""Shared fixtures: an isolated QCBR_HOME, the iris case base, a small fitted model, and a
+lifecycle home with trained and registered model versions.
+
+Every fixture that can leave processes behind (training supervisors, inference servers, the
+gateway) kills their process groups in its finalizer, so a failing test never leaks servers.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+QCBR_ENV = ("QCBR_HOME", "QCBR_USER", "QCBR_BACKEND", "QCBR_CONFIG", "QCBR_PROJECT", "QCBR_BUCKET")
+
+
+def local_backend(home: str | os.PathLike, **env: str):
+    """A LocalBackend on ``home`` without touching os.environ (safe in session fixtures)."""
+    from qcbr.config import load_config
+    from qcbr.lifecycle.local import LocalBackend
+
+    return LocalBackend(load_config(env={"QCBR_HOME": str(home), **env}))
+
+
+def kill_home_processes(home: str | os.PathLike) -> None:
+    """SIGKILL every process group a LocalBackend on ``home`` started (jobs, servers, gateway)."""
+    if Path(home).is_dir():
+        local_backend(home).kill_all_processes()
+
+
+@pytest.fixture()
+def qcbr_home(tmp_path, monkeypatch) -> Path:
+    """A fresh QCBR_HOME in the environment (and cwd in tmp_path); its processes die afterwards."""
+    home = tmp_path / "qcbr-home"
+    for key in QCBR_ENV:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("QCBR_HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    yield home
+    kill_home_processes(home)
+
+
+@pytest.fixture()
+def backend(qcbr_home):
+    """A LocalBackend on the test's own QCBR_HOME."""
+    return local_backend(qcbr_home)
+
+
+@pytest.fixture(scope="session")
+def iris_cases():
+    """scikit-learn's iris as a validated CaseBase (150 cases, 3 classes, ids iris-0001...)."""
+    from qcbr.cases import demo_case_base
+
+    return demo_case_base("iris")
+
+
+@pytest.fixture(scope="session")
+def fitted_model(iris_cases):
+    """A QCBRClassifier (zz, alpha tuned by CV, k=5) fitted on all iris cases."""
+    from qcbr.model import QCBRClassifier
+
+    return QCBRClassifier(feature_map="zz", k=5, random_state=0).fit(
+        iris_cases.features, iris_cases.y, case_ids=iris_cases.case_ids
+    )
+
+
+@pytest.fixture(scope="session")
+def saved_model_dir(fitted_model, tmp_path_factory) -> Path:
+    """``fitted_model`` saved (model.json, arrays.npz, MANIFEST.json); treat as read-only."""
+    path = tmp_path_factory.mktemp("saved-model") / "model"
+    fitted_model.save(path)
+    return path
+
+
+class Lifecycle:
+    """What the ``lifecycle`` fixture built; ``backend`` is a LocalBackend on ``home``."""
+
+    def __init__(self, home: Path):
+        self.home = home
+        self.backend = local_backend(home)
+        self.dataset: dict = {}
+        self.jobs: list[dict] = []
+        self.versions: list[dict] = []
+
+    def env(self, monkeypatch) -> None:
+        """Point the environment (the CLI, get_backend) at this home for one test."""
+        for key in QCBR_ENV:
+            monkeypatch.delenv(key, raising=False)
+        monkeypatch.setenv("QCBR_HOME", str(self.home))
+
+
+@pytest.fixture(scope="session")
+def lifecycle(tmp_path_factory, iris_cases):
+    """A home with the iris dataset and three training jobs run at the same time, registered as
+    versions 1 (Approved), 2 and 3 (PendingManualApproval). Shared by the whole session: tests
+    add their own endpoints/jobs with unique names and must not change versions 1 and 2.
+    """
+    from qcbr.roles import OPERATOR
+
+    life = Lifecycle(tmp_path_factory.mktemp("lifecycle") / "home")
+    try:
+        b = life.backend
+        life.dataset = b.upload_dataset(OPERATOR, iris_cases, "iris")
+        hps = [{"feature_map": "zz", "k": "5", "random_state": str(seed)} for seed in (0, 1, 2)]
+        started = [b.create_training_job(OPERATOR, "iris", hp, job_name=f"iris-fixture-{i}")
+                   for i, hp in enumerate(hps, start=1)]
+        life.jobs = [b.wait_training_job(job["TrainingJobName"], timeout=300, poll=0.2) for job in started]
+        for job in life.jobs:
+            assert job["TrainingJobStatus"] == "Completed", (job["FailureReason"], job["Log"])
+        life.versions = [b.register_model(OPERATOR, job["TrainingJobName"]) for job in life.jobs]
+        life.versions[0] = b.approve_model(OPERATOR, life.versions[0]["ModelPackageVersion"], "fixture")
+        yield life
+    finally:
+        kill_home_processes(life.home)
