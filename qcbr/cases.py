@@ -372,13 +372,13 @@ def safe_csv(frame: pd.DataFrame, bom: bool = False) -> bytes:
 
 
 # -- reading ---------------------------------------------------------------------------------
-def _read_source(source: Any, max_bytes: int) -> tuple[bytes, str]:
+def _read_source(source: Any, max_bytes: int, display: str | None = None) -> tuple[bytes, str]:
     """Bytes and a display name from a path, bytes, or a (binary or text) file-like object."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
-        name = "<bytes>"
+        name = display or "the uploaded data"
     elif hasattr(source, "read"):
-        name = str(getattr(source, "name", None) or "<upload>")
+        name = display or str(getattr(source, "name", None) or "the uploaded file")
         size = getattr(source, "size", None)
         try:  # read from the start even if someone (e.g. a preview) already read part of it
             if hasattr(source, "seek"):
@@ -395,7 +395,7 @@ def _read_source(source: Any, max_bytes: int) -> tuple[bytes, str]:
             data = data.encode("utf-8")
     else:
         path = Path(os.fspath(source))
-        name = str(source)
+        name = display or str(source)
         if not path.exists():
             raise CaseValidationError(f"{name} does not exist. Fix: check the path (it is relative to {Path.cwd()})")
         if path.is_dir():
@@ -528,9 +528,9 @@ def _parse_csv(name: str, text: str, delimiter: str) -> pd.DataFrame:
     return grid.fillna("")
 
 
-def _read_raw(source: Any, max_bytes: int) -> tuple[pd.DataFrame, np.ndarray, dict]:
+def _read_raw(source: Any, max_bytes: int, display: str | None = None) -> tuple[pd.DataFrame, np.ndarray, dict]:
     """The table as read (cells untouched) with each row's 1-based number and source facts."""
-    data, name = _read_source(source, max_bytes)
+    data, name = _read_source(source, max_bytes, display)
     if not data.strip():
         raise CaseValidationError(
             f"{name} is empty ({len(data)} bytes). Fix: export it again with a header row of column names "
@@ -743,16 +743,18 @@ class CaseBase:
         cls, path_or_buffer: Any, label: str | None = None, id_column: str | None | bool = None,
         name: str | None = None, missing: str = "impute", *, types: Mapping[str, str] | None = None,
         max_bytes: int | None = None, max_columns: int | None = None, numeric_tolerance: float | None = None,
-        validate: bool = True,
+        validate: bool = True, source_name: str | None = None,
     ) -> "CaseBase":
         """Read a CSV or Parquet file (path, bytes or file-like) and, by default, validate it.
 
         ``validate=False`` still refuses unreadable files but defers the checks that need the
         label, so that a user interface can show the columns and inferred schema before the user
         has picked the label (then ``with_schema`` or ``from_file(..., label=...)``).
+        ``source_name`` is how messages name the file (useful for bytes: pass the upload's file name).
         """
         max_bytes = MAX_FILE_BYTES if max_bytes is None else int(max_bytes)
-        raw, rows, source = _read_raw(path_or_buffer, max_bytes)
+        display = source_name or (name if isinstance(path_or_buffer, (bytes, bytearray, memoryview)) else None)
+        raw, rows, source = _read_raw(path_or_buffer, max_bytes, display)
         return cls._make(
             raw, rows, source, label=label, id_column=id_column, name=name, missing=missing, types=types,
             numeric_tolerance=numeric_tolerance, max_columns=max_columns, validate=validate,
@@ -1339,7 +1341,7 @@ def sanitize_name(text: str, default: str = "cases") -> str:
 
 
 def _default_name(where: str) -> str:
-    if where.startswith("<") or where == "the frame":
+    if where in ("the uploaded data", "the uploaded file", "the frame"):
         return "cases"
     return sanitize_name(Path(where).stem)
 

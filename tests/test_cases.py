@@ -139,6 +139,10 @@ def test_file_like_uploads_are_read_from_the_start(base):
     text_mode = CaseBase.from_file(io.StringIO(data.decode()), label="outcome")
     assert text_mode.sha256 == base.sha256
     assert CaseBase.from_file(data, label="outcome").sha256 == base.sha256
+    anonymous = CaseBase.from_file(data, label="outcome", validate=False)
+    assert anonymous.name == "cases" and anonymous.source["name"] == "the uploaded data"
+    named = error_of(CaseBase.from_file, data, label="nope", source_name="Customers 2024.csv")
+    assert named.startswith("Customers 2024.csv has no column 'nope'")
 
 
 def write_csv_bytes() -> bytes:
