@@ -129,11 +129,10 @@ def parse_instances(text: str, content_type: str, feature_order: list[str] | Non
 
 
 def _list_row(values: list, header: list[str]) -> dict:
-    if not header:
-        raise ValueError("a list/CSV instance needs the baseline's feature order to be read")
+    # without a feature order (callers that need only the outputs), values keep positional names
     row = {name: (values[i] if i < len(values) else None) for i, name in enumerate(header)}
     for j in range(len(header), len(values)):
-        row[f"_extra_{j}"] = values[j]
+        row[f"_col{j}"] = values[j]
     return row
 
 
