@@ -215,7 +215,7 @@ def prediction_rows(records: Sequence[dict], ground_truth: Sequence[dict] | None
                                         "confidence", "flagged", "rows", "true_label"])
     if len(frame):
         frame["correct"] = frame.apply(
-            lambda r: None if r["true_label"] is None else str(r["true_label"]) == str(r["label"]), axis=1)
+            lambda r: None if pd.isna(r["true_label"]) else str(r["true_label"]) == str(r["label"]), axis=1)
     else:
         frame["correct"] = pd.Series(dtype=object)
     return frame

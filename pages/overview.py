@@ -5,7 +5,7 @@ from dashboard import components as ui
 from dashboard.auth import guard
 
 actor = guard("overview")
-st.title("Overview")
+st.title("Overview & ROI")
 ui.backend_or_stop()
 
 datasets = ui.fetch("list_datasets", default=[]) or []

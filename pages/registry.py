@@ -8,7 +8,7 @@ from dashboard.auth import guard
 from dashboard.state import clear_listings, config, model_card
 
 actor = guard("registry")
-st.title("Model registry")
+st.title("Registry")
 backend = ui.backend_or_stop()
 
 versions = ui.fetch("list_model_versions", default=[]) or []
