@@ -29,6 +29,7 @@ Maps:
 from __future__ import annotations
 
 import math
+import threading
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from qiskit.circuit import ParameterVector, QuantumCircuit
 
 MAX_QUBITS = 20
+_BLOCK_AMPLITUDES = 1 << 16  # rows per block * 2**n: ~1 MB of complex128, cache-resident
 FEATURE_MAPS = ("angle", "zz", "amplitude")
 ENTANGLEMENTS = ("full", "linear", "reverse_linear", "circular")
 
@@ -58,11 +60,48 @@ def _bits(n: int) -> np.ndarray:
     return ((idx[None, :] >> np.arange(n, dtype=np.int64)[:, None]) & 1).astype(np.float64)
 
 
+class _SingleThreadBLAS:
+    """Run small GEMMs on one BLAS thread: waking the pool for 16x16 blocks costs more than the
+    work, and on a busy machine multi-threaded small GEMMs stall (measured: 7 ms vs 1 ms).
+    Re-entrant and thread-safe: the first entrant limits, the last one restores."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._limiter: Any = None
+        self._controller: Any = None
+        self._available = True
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._depth == 0 and self._available:
+                try:
+                    if self._controller is None:
+                        from threadpoolctl import ThreadpoolController
+
+                        self._controller = ThreadpoolController()
+                    self._limiter = self._controller.limit(limits=1, user_api="blas")
+                except Exception:  # pragma: no cover - threadpoolctl missing or unsupported
+                    self._available = False
+                    self._limiter = None
+            self._depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0 and self._limiter is not None:
+                self._limiter.restore_original_limits()
+                self._limiter = None
+
+
+single_thread_blas = _SingleThreadBLAS()
+
+
 def fwht(v: np.ndarray) -> np.ndarray:
     """Unnormalised Walsh-Hadamard transform along the last axis (length 2**n), in place.
 
-    ``H^{(x)n} = fwht / sqrt(2**n)``. The butterflies run over all rows at once, so the cost is
-    n passes over the array whatever the number of rows.
+    ``H^{(x)n} = fwht / sqrt(2**n)``. Plain butterflies over all rows at once; used for small
+    arrays (tree angles). States use ``_wht_rows``, which runs the same transform as GEMMs.
     """
     d = v.shape[-1]
     lead = v.shape[:-1]
@@ -75,6 +114,50 @@ def fwht(v: np.ndarray) -> np.ndarray:
         np.subtract(a, b, out=b)
         h *= 2
     return v
+
+
+_WHT_CHUNK = 5  # bits per Hadamard block: 32 x 32 matrices keep the GEMMs cache-resident
+
+
+def _hadamard(k: int) -> np.ndarray:
+    """The unnormalised 2**k x 2**k Walsh-Hadamard matrix (Sylvester order = qiskit's order)."""
+    H = np.ones((1, 1))
+    for _ in range(k):
+        H = np.block([[H, H], [H, -H]])
+    return H
+
+
+_HCACHE: dict[tuple[int, bool], np.ndarray] = {}
+
+
+def _hblock(k: int, interleaved: bool) -> np.ndarray:
+    key = (k, interleaved)
+    if key not in _HCACHE:
+        H = _hadamard(k)
+        _HCACHE[key] = np.ascontiguousarray(np.kron(H, np.eye(2)) if interleaved else H)
+    return _HCACHE[key]
+
+
+def _wht_cols(z: np.ndarray) -> np.ndarray:
+    """Unnormalised WHT of each column of a C-contiguous complex128 (2**n, m) array -> new array.
+
+    ``H^{(x)n} = H^{(x)c_k} (x) ... (x) H^{(x)c_1}``: each block of <= 5 qubits is one stacked real
+    GEMM on the float64 view, so the transform is a few BLAS calls instead of n butterfly passes.
+    """
+    d, m = z.shape
+    n = d.bit_length() - 1
+    if n == 0:
+        return z.copy()
+    k = -(-n // _WHT_CHUNK)
+    sizes = [n // k + (1 if i < n % k else 0) for i in range(k)]
+    cur = z.view(np.float64)  # (d, 2m)
+    s = 0
+    for c in sizes:
+        above = d >> (s + c)
+        blk = cur.reshape(above, 2**c, (1 << s) * 2 * m)
+        cur = np.matmul(_hblock(c, False), blk) if above > 1 else _hblock(c, False) @ blk[0]
+        s += c
+    return np.ascontiguousarray(cur).reshape(d, 2 * m).view(np.complex128)
 
 
 def _check_rows(X: Any, n_features: int | None, name: str, *, max_features: int | None = None
@@ -115,6 +198,91 @@ def _check_rows(X: Any, n_features: int | None, name: str, *, max_features: int 
             f"{name}: input has NaN or infinite values at {where}{more}; impute or drop them "
             "before encoding.")
     return arr
+
+
+def _zz_levels_t(k: int, singles: np.ndarray, pair: dict[tuple[int, int], np.ndarray],
+                 out: np.ndarray | None = None) -> np.ndarray:
+    """exp(i (sum_i s_i b_i + sum_(i<j) p_ij (b_i xor b_j))) over k bits, as (2**k, m).
+
+    Adding bit L to the diagonal D over bits < L gives ``[D * P, D * c * conj(P)]`` with
+    ``P(b) = prod_{j<L} e^{i p_jL b_j}`` built by doubling and ``c = e^{i (s_L + sum_j p_jL)}``.
+    """
+    m = singles.shape[1]
+    d = 1 << k
+    D = np.empty((d, m), dtype=np.complex128) if out is None else out
+    D[0] = 1.0
+    D[1] = np.exp(1j * singles[0])
+    if k == 1:
+        return D
+    P = np.empty((d // 2, m), dtype=np.complex128)
+    Pc = np.empty((d // 2, m), dtype=np.complex128)
+    for L in range(1, k):
+        h = 1 << L
+        js = [j for j in range(L) if (j, L) in pair]
+        tot = singles[L].copy()
+        for j in js:
+            tot += pair[(j, L)]
+        P[0] = 1.0
+        Pc[0] = np.exp(1j * tot)
+        for j in range(L):
+            lo, hi = 1 << j, 1 << (j + 1)
+            if (j, L) in pair:
+                w = np.exp(1j * pair[(j, L)])
+                np.multiply(P[:lo], w, out=P[lo:hi])
+                np.multiply(Pc[:lo], w.conj(), out=Pc[lo:hi])
+            else:
+                P[lo:hi] = P[:lo]
+                Pc[lo:hi] = Pc[:lo]
+        np.multiply(D[:h], Pc[:h], out=D[h : 2 * h])
+        D[:h] *= P[:h]
+    return D
+
+
+def _zz_diag_t(bits: list[int], singles: np.ndarray, pair: dict[tuple[int, int], np.ndarray],
+               out: np.ndarray | None = None) -> np.ndarray:
+    """Phase diagonal (2**k, m) for bits 0..k-1; large k split into a low and a high half.
+
+    With b = (low, high): ``b_i xor b_j = b_i + b_j - 2 b_i b_j`` turns each cross pair into
+    single-bit phases on both halves plus ``e^{-2i p_ij b_i b_j}``; for a fixed high pattern
+    that last factor is a product over low bits, so the whole diagonal is
+    ``A(low) * B(high) * prod_i g_i(high)^{b_i}`` -- a handful of array operations.
+    """
+    k = len(bits)
+    m = singles.shape[1]
+    if k <= 4:
+        return _zz_levels_t(k, singles, pair, out)
+    lo_n = k // 2
+    hi_n = k - lo_n
+    s_lo = singles[:lo_n].copy()
+    s_hi = singles[lo_n:].copy()
+    p_lo: dict[tuple[int, int], np.ndarray] = {}
+    p_hi: dict[tuple[int, int], np.ndarray] = {}
+    cross = np.zeros((lo_n, hi_n, m))
+    for (i, j), p in pair.items():
+        if j < lo_n:
+            p_lo[(i, j)] = p
+        elif i >= lo_n:
+            p_hi[(i - lo_n, j - lo_n)] = p
+        else:
+            s_lo[i] += p
+            s_hi[j - lo_n] += p
+            cross[i, j - lo_n] = p
+    A = _zz_diag_t(bits[:lo_n], s_lo, p_lo)                   # (2**lo, m)
+    B = _zz_diag_t(bits[lo_n:], s_hi, p_hi)                   # (2**hi, m)
+    dl, dh = 1 << lo_n, 1 << hi_n
+    # g_i(high) = prod_{j high} e^{-2i p_ij b_j}: doubling over the high bits, all i at once
+    G = np.empty((lo_n, dh, m), dtype=np.complex128)
+    G[:, 0] = 1.0
+    e = np.exp(-2j * cross)                                   # (lo, hi, m)
+    for t in range(hi_n):
+        np.multiply(G[:, : 1 << t], e[:, t][:, None, :], out=G[:, 1 << t : 2 << t])
+    D = np.empty((dh * dl, m), dtype=np.complex128) if out is None else out
+    D3 = D.reshape(dh, dl, m)
+    D3[:, 0] = B
+    for i in range(lo_n):
+        np.multiply(D3[:, : 1 << i], G[i][:, None, :], out=D3[:, 1 << i : 2 << i])
+    D3 *= A[None, :, :]
+    return D
 
 
 # ----------------------------------------------------------------------------------------------
@@ -297,17 +465,64 @@ class ZZMap(FeatureMap):
         vec = params[0].vector if params else ParameterVector(prefix, 0)
         return qc, vec
 
+    @cached_property
+    def _couplings(self) -> np.ndarray:
+        """(n, n) bool: coupled[j, L] for j < L."""
+        n = self.n_qubits
+        c = np.zeros((n, n), dtype=bool)
+        for i, j in self.pairs:
+            c[min(i, j), max(i, j)] = True
+        return c
+
+    def diagonal(self, X: Any) -> np.ndarray:
+        """complex128 (m, 2**n): exp(i * phases) without evaluating 2**n exponentials per row.
+
+        The phase is a sum over qubits and coupled pairs, so its exponential is a product of
+        u_i = e^{i alpha x_i} per set bit and v_ij = e^{i alpha phi_ij} per odd pair parity. Adding
+        qubit L (the new top bit) to a diagonal D over bits < L gives ``[D * P, D * c * conj(P)]``
+        with ``P(b) = prod_{j<L coupled} v_jL^{b_j}`` (built by doubling) and
+        ``c = u_L * prod_j v_jL``: n + P exponentials and ~4 * 2**n complex multiplications per row.
+        """
+        Xc = self.check(X)
+        return np.ascontiguousarray(self._diagonal_t(Xc).T)
+
+    def _diagonal_t(self, Xc: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The diagonal transposed, (2**n, m): the block's rows are the contiguous axis, so every
+        doubling step is one contiguous block operation whatever its width."""
+        n = self.n_qubits
+        a = self.alpha
+        Xt = Xc.T
+        Y = np.pi - Xt
+        singles = a * Xt                                               # (n, m)
+        pair = {(i, j): a * (Y[i] * Y[j]) for i, j in self._sorted_pairs}
+        return _zz_diag_t(list(range(n)), singles, pair, out)
+
+    @cached_property
+    def _sorted_pairs(self) -> list[tuple[int, int]]:
+        return sorted({(min(i, j), max(i, j)) for i, j in self.pairs})
+
     def statevectors(self, X: Any) -> np.ndarray:
-        theta = self.phases(X)
-        d = self.dim
-        diag = np.exp(1j * theta)
-        psi = diag * (1.0 / math.sqrt(d))  # first rep: H|0...0> is the uniform state
+        Xc = self.check(X)
+        with single_thread_blas:
+            return self._statevectors(Xc)
+
+    def _statevectors(self, Xc: np.ndarray) -> np.ndarray:
+        m, d = Xc.shape[0], self.dim
+        out = np.empty((m, d), dtype=np.complex128)
         scale = 1.0 / math.sqrt(d)
-        for _ in range(self.reps - 1):
-            psi = fwht(psi)
-            psi *= scale
-            psi *= diag
-        return psi
+        block = max(1, _BLOCK_AMPLITUDES // d)
+        D = np.empty((d, min(block, m)), dtype=np.complex128)
+        for start in range(0, m, block):
+            stop = min(m, start + block)
+            Db = self._diagonal_t(Xc[start:stop], out=D[:, : stop - start] if stop - start
+                                  == D.shape[1] else None)
+            Db *= scale                    # first rep: H|0...0> is the uniform state 1/sqrt(d)
+            psi = Db
+            for _ in range(self.reps - 1):
+                psi = _wht_cols(psi)
+                psi *= Db                  # D/sqrt(d) applied after each H layer
+            out[start:stop] = psi.T
+        return out
 
 
 class AmplitudeMap(FeatureMap):

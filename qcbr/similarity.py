@@ -23,10 +23,13 @@ from qcbr.errors import QCBRError
 if TYPE_CHECKING:  # pragma: no cover
     from qiskit.circuit import QuantumCircuit
 
-#: bytes of one Q x chunk block of overlaps kept at once by CaseMemory.top_k
-CHUNK_BYTES = 32 * 2**20
+#: bytes of overlaps (complex Q x chunk) computed at once; bounds top-k memory over large N
+CHUNK_BYTES = 16 * 2**20
 #: angle maps use the O(n) closed form instead of 2**n-wide products from this many qubits on
-ANGLE_CLOSED_FORM_FROM = 6
+ANGLE_CLOSED_FORM_FROM = 7
+#: top-k for a few queries over at least this many stored amplitudes screens in complex64 first
+SCREEN_FROM_AMPLITUDES = 1 << 22
+SCREEN_MAX_QUERIES = 4
 
 
 class SimilarityError(QCBRError, ValueError):
@@ -46,83 +49,131 @@ def _check_map(feature_map: Any) -> FeatureMap:
 # ----------------------------------------------------------------------------------------------
 
 class _Side:
-    """One side of the overlap (queries or cases) in the cheapest exact representation.
+    """One side of the overlaps (queries or stored cases) in its cheapest exact form.
 
-    kind "complex": states (m, d) complex128; "real": real vectors whose dot product is the
-    overlap (angle states for small n, amplitude rows); "angle": cos/sin half-angles (m, n).
+    kind "complex": states ``v`` (m, d) complex128 (zz); "real": real vectors ``v`` whose dot
+    product is the overlap (angle states for small n; amplitude rows, whose zero padding adds
+    nothing); "angle": half-angle cos/sin ``cs`` (n, m, 2) for the product-state closed form.
     """
 
+    kind: str
+    m: int
+
     def __init__(self, fm: FeatureMap, X: Any) -> None:
-        self.fm = fm
-        if isinstance(fm, AngleMap):
-            if fm.n_qubits >= ANGLE_CLOSED_FORM_FROM:
-                self.kind = "angle"
-                c, s = fm.half_angles(X)
-                self.c, self.s = c, s
-                self.m = c.shape[0]
-            else:
-                self.kind = "real"
-                self.v = np.ascontiguousarray(fm.real_statevectors(X))
-                self.m = self.v.shape[0]
-        elif isinstance(fm, AmplitudeMap):
+        if isinstance(fm, AngleMap) and fm.n_qubits >= ANGLE_CLOSED_FORM_FROM:
+            c, s = fm.half_angles(X)
+            self.kind = "angle"
+            self.cs = np.ascontiguousarray(np.stack([c.T, s.T], axis=-1))   # (n, m, 2)
+            self.m = c.shape[0]
+        elif isinstance(fm, (AngleMap, AmplitudeMap)):
             self.kind = "real"
-            self.v = np.ascontiguousarray(fm.normalised(X))  # zero padding adds nothing
-            self.m = self.v.shape[0]
+            v = fm.real_statevectors(X) if isinstance(fm, AngleMap) else fm.normalised(X)
+            self.v = np.ascontiguousarray(v)
+            self.m = v.shape[0]
         else:
             self.kind = "complex"
             self.v = np.ascontiguousarray(fm.statevectors(X))
             self.m = self.v.shape[0]
+        self._v32: np.ndarray | None = None
 
-    def take(self, idx: np.ndarray | slice) -> "_Side":
+    @property
+    def nbytes(self) -> int:
+        return self.cs.nbytes if self.kind == "angle" else self.v.nbytes
+
+    def rows(self, idx: np.ndarray) -> "_Side":
         out = object.__new__(_Side)
-        out.fm, out.kind = self.fm, self.kind
+        out.kind, out._v32 = self.kind, None
         if self.kind == "angle":
-            out.c, out.s = self.c[idx], self.s[idx]
-            out.m = out.c.shape[0]
+            out.cs = np.ascontiguousarray(self.cs[:, idx])
+            out.m = out.cs.shape[1]
         else:
             out.v = self.v[idx]
             out.m = out.v.shape[0]
         return out
 
-    @property
-    def nbytes(self) -> int:
-        return (self.c.nbytes + self.s.nbytes) if self.kind == "angle" else self.v.nbytes
+    def v32(self) -> np.ndarray:
+        """complex64/float32 copy for screening (built once, on first use)."""
+        if self._v32 is None:
+            self._v32 = self.v.astype(np.complex64 if self.kind == "complex" else np.float32)
+        return self._v32
 
 
-def _fidelity_block(q: _Side, s: _Side, out: np.ndarray | None = None) -> np.ndarray:
-    """|<q_i|s_j>|^2 for all pairs of two prepared sides, float64 (q.m, s.m)."""
+def _fidelity_into(q: _Side, s: _Side, lo: int, hi: int, out: np.ndarray,
+                   buf: np.ndarray | None = None) -> None:
+    """out[:, :hi-lo] = |<q_i|s_j>|^2 for stored rows lo..hi (out C-contiguous, (q.m, hi-lo))."""
+    w = hi - lo
     if q.kind == "angle":
-        K = np.ones((q.m, s.m)) if out is None else out
-        if out is not None:
-            K.fill(1.0)
-        for i in range(q.c.shape[1]):
-            f = np.multiply.outer(q.c[:, i], s.c[:, i])
-            f += np.multiply.outer(q.s[:, i], s.s[:, i])
-            K *= f
-        np.square(K, out=K)
-        return K
+        # prod_i (cq cs + sq ss)^2: one rank-2 product per qubit
+        qa, sa = q.cs, s.cs[:, lo:hi]
+        np.matmul(qa[0], sa[0].T, out=out)
+        tmp = np.empty_like(out) if buf is None else buf.view(np.float64)[: out.size].reshape(out.shape)
+        for i in range(1, qa.shape[0]):
+            np.matmul(qa[i], sa[i].T, out=tmp)
+            out *= tmp
+        np.square(out, out=out)
+        return
     if q.kind == "real":
-        G = np.matmul(q.v, s.v.T, out=out)
-        np.square(G, out=G)
-        return G
-    G = q.v.conj() @ s.v.T
-    K = np.square(G.real, out=out)
-    K += np.square(G.imag)
-    return K
+        np.matmul(q.v, s.v[lo:hi].T, out=out)
+        np.square(out, out=out)
+        return
+    G = np.empty((q.m, w), dtype=np.complex128) if buf is None else \
+        buf[: q.m * w].reshape(q.m, w)
+    np.matmul(q.vc, s.v[lo:hi].T, out=G)
+    Gf = G.view(np.float64)
+    np.square(Gf, out=Gf)
+    np.add(Gf[:, 0::2], Gf[:, 1::2], out=out)
+
+
+def _prepare_query(q: _Side) -> _Side:
+    if q.kind == "complex" and not hasattr(q, "vc"):
+        q.vc = np.ascontiguousarray(q.v.conj())
+    return q
+
+
+def _chunk_cols(Q: int, N: int) -> int:
+    return max(1, min(N, CHUNK_BYTES // (16 * max(Q, 1))))
+
+
+def _fidelities(q: _Side, s: _Side) -> np.ndarray:
+    _prepare_query(q)
+    Q, N = q.m, s.m
+    out = np.empty((Q, N))
+    if Q == 0 or N == 0:
+        return out
+    C = _chunk_cols(Q, N)
+    if C >= N:
+        _fidelity_into(q, s, 0, N, out)
+        return out
+    buf = np.empty(Q * C, dtype=np.complex128)
+    blk = np.empty((Q, C))
+    for lo in range(0, N, C):
+        hi = min(N, lo + C)
+        part = blk if hi - lo == C else np.empty((Q, hi - lo))
+        _fidelity_into(q, s, lo, hi, part, buf)
+        out[:, lo:hi] = part
+    return out
 
 
 def fidelity_matrix(XQ: Any, XS: Any, feature_map: FeatureMap) -> np.ndarray:
-    """Exact fidelities float64 (len(XQ), len(XS)) between query rows and stored rows."""
+    """Exact fidelities float64 (len(XQ), len(XS)) between query rows and stored rows.
+
+    Each side's states are built once and all pairs are one matrix product (zz: complex GEMM,
+    then |.|^2; amplitude: cosine similarity squared; angle: the product-state closed form
+    from 7 qubits on, where it beats 2**n-wide products).
+    """
     fm = _check_map(feature_map)
-    return _fidelity_block(_Side(fm, XQ), _Side(fm, XS))
+    return _fidelities(_Side(fm, XQ), _Side(fm, XS))
 
 
 class CaseMemory:
     """The stored cases' states, built once, for repeated similarity queries.
 
-    Keep one per fitted model: building the states is the costly part for zz; queries are then
-    matrix products. ``top_k`` walks the cases in chunks (``CHUNK_BYTES`` of overlaps at a time)
-    and keeps only the running best k per query.
+    Keep one per fitted model: building the states is the costly part for zz; each query is then
+    a matrix product. ``top_k`` walks the cases in chunks (at most ``CHUNK_BYTES`` of overlaps
+    at a time) and keeps only the running best k per query, so the Q x N matrix is never held.
+    For a few queries against a large memory (a memory-bound matrix-vector product), it first
+    screens with complex64 copies of the states and rescores the candidates exactly; the
+    screening margin is a rigorous float32 error bound, so the result is the exact top-k.
     """
 
     def __init__(self, feature_map: FeatureMap, XS: Any) -> None:
@@ -135,46 +186,107 @@ class CaseMemory:
     def n_cases(self) -> int:
         return self._side.m
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes held for the stored cases (states or half-angles, plus any screening copy)."""
+        extra = self._side._v32.nbytes if self._side._v32 is not None else 0
+        return self._side.nbytes + extra
+
     def __len__(self) -> int:
         return self._side.m
 
     def fidelities(self, XQ: Any) -> np.ndarray:
         """Exact fidelities float64 (len(XQ), n_cases)."""
-        return _fidelity_block(_Side(self.feature_map, XQ), self._side)
+        return _fidelities(_Side(self.feature_map, XQ), self._side)
 
     def top_k(self, XQ: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The k most similar stored cases per query: (indices int64 (q,k), scores (q,k)).
 
-        Sorted by descending score; ties keep the lower case index first.
+        Sorted by descending score; equal scores keep the lower case index first. k larger than
+        the memory returns every case.
         """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise SimilarityError(f"k must be a positive integer, got {k!r}.")
         k = min(int(k), self.n_cases)
-        q = _Side(self.feature_map, XQ)
+        q = _prepare_query(_Side(self.feature_map, XQ))
         Q, N = q.m, self.n_cases
         if Q == 0:
             return np.zeros((0, k), dtype=np.int64), np.zeros((0, k))
-        chunk = max(k, min(N, CHUNK_BYTES // (16 * max(Q, 1))))
+        s = self._side
+        if (s.kind != "angle" and Q <= SCREEN_MAX_QUERIES
+                and N * s.v.shape[1] >= SCREEN_FROM_AMPLITUDES and N > 4 * k):
+            return self._top_k_screened(q, k)
+        C = max(k, _chunk_cols(Q, N))
         best_i = np.zeros((Q, 0), dtype=np.int64)
         best_s = np.zeros((Q, 0))
-        for start in range(0, N, chunk):
-            stop = min(N, start + chunk)
-            K = _fidelity_block(q, self._side.take(slice(start, stop)))
-            kk = min(k, stop - start)
-            part = np.argpartition(-K, kk - 1, axis=1)[:, :kk] if kk < K.shape[1] else \
-                np.broadcast_to(np.arange(K.shape[1]), (Q, K.shape[1]))
-            cand_s = np.concatenate([best_s, np.take_along_axis(K, part, axis=1)], axis=1)
-            cand_i = np.concatenate([best_i, part + start], axis=1)
-            keep = _select_sorted(cand_s, cand_i, k)
-            best_s = np.take_along_axis(cand_s, keep, axis=1)
-            best_i = np.take_along_axis(cand_i, keep, axis=1)
+        buf = np.empty(Q * min(C, N), dtype=np.complex128)
+        for lo in range(0, N, C):
+            hi = min(N, lo + C)
+            K = np.empty((Q, hi - lo))
+            _fidelity_into(q, s, lo, hi, K, buf)
+            ci, cs = _top_k_rows(K, k)
+            best_i, best_s = _merge(best_i, best_s, ci + lo, cs, k)
         return best_i, best_s
 
+    def _top_k_screened(self, q: _Side, k: int) -> tuple[np.ndarray, np.ndarray]:
+        s = self._side
+        S32 = s.v32()
+        d = S32.shape[1]
+        u = float(np.finfo(np.float32).eps) / 2
+        # |<q|s>_32 - <q|s>| <= (d + 4) u * 2 for unit vectors (rounding of both states and of the
+        # d-term sum, complex products counted twice); F = |.|^2 moves by at most 2e + e^2 + 4u
+        e = 2.0 * (d + 4) * u
+        margin = 2.0 * (2.0 * e + e * e + 4.0 * u)
+        idx_out = np.empty((q.m, k), dtype=np.int64)
+        sc_out = np.empty((q.m, k))
+        for r in range(q.m):
+            qv = q.v[r]
+            g = S32 @ (qv.conj() if s.kind == "complex" else qv).astype(S32.dtype)
+            F32 = g.real.astype(np.float64) ** 2
+            if s.kind == "complex":
+                F32 += g.imag.astype(np.float64) ** 2
+            kth = np.partition(F32, F32.size - k)[F32.size - k]
+            cand = np.flatnonzero(F32 >= kth - margin)
+            if cand.size > max(4096, F32.size // 8):  # flat kernel: screening gains nothing
+                exact = q.rows(np.array([r]))
+                _prepare_query(exact)
+                K = np.empty((1, s.m))
+                _fidelity_into(exact, s, 0, s.m, K)
+                ci, cs = _top_k_rows(K, k)
+            else:
+                one = _prepare_query(q.rows(np.array([r])))
+                K = np.empty((1, cand.size))
+                _fidelity_into(one, s.rows(cand), 0, cand.size, K)
+                ci, cs = _top_k_rows(K, k)
+                ci = cand[ci]
+            idx_out[r], sc_out[r] = ci[0], cs[0]
+        return idx_out, sc_out
 
-def _select_sorted(scores: np.ndarray, idx: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the best k per row, by score descending then case index ascending."""
-    order = np.lexsort((idx, -scores), axis=1) if scores.ndim == 2 else None
-    return order[:, :k]
+
+def _top_k_rows(K: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best k columns per row of K, sorted by score descending then column ascending."""
+    Q, W = K.shape
+    kk = min(k, W)
+    if kk < W:
+        part = np.argpartition(-K, kk - 1, axis=1)[:, :kk]
+        # argpartition may cut a tie at the k-th score arbitrarily: pull in every column that
+        # ties the k-th value, so the lower index wins as documented
+        kth = np.take_along_axis(K, part, axis=1).min(axis=1, keepdims=True)
+        if (np.count_nonzero(K >= kth, axis=1) > kk).any():
+            part = np.argsort(-K, axis=1, kind="stable")[:, :kk]
+    else:
+        part = np.broadcast_to(np.arange(W), (Q, W))
+    sc = np.take_along_axis(K, part, axis=1)
+    order = np.lexsort((part, -sc), axis=-1)
+    return np.take_along_axis(part, order, axis=1), np.take_along_axis(sc, order, axis=1)
+
+
+def _merge(ai: np.ndarray, as_: np.ndarray, bi: np.ndarray, bs: np.ndarray, k: int
+           ) -> tuple[np.ndarray, np.ndarray]:
+    ci = np.concatenate([ai, bi], axis=1)
+    cs = np.concatenate([as_, bs], axis=1)
+    order = np.lexsort((ci, -cs), axis=-1)[:, :k]
+    return np.take_along_axis(ci, order, axis=1), np.take_along_axis(cs, order, axis=1)
 
 
 # ----------------------------------------------------------------------------------------------
