@@ -452,7 +452,7 @@ class ZZMap(FeatureMap):
         return self.alpha * (self.phase_features(X) @ self._phase_basis)
 
     def parameterized(self, prefix: str = "x") -> tuple[QuantumCircuit, ParameterVector]:
-        from qiskit.circuit import ParameterVector
+        from qiskit.circuit import ParameterVector, QuantumCircuit
         from qiskit.circuit.library import pauli_feature_map, zz_feature_map
 
         if self.n_qubits == 1:  # qiskit's zz_feature_map needs 2 qubits; one qubit has no ZZ
@@ -463,7 +463,9 @@ class ZZMap(FeatureMap):
                                 alpha=self.alpha, parameter_prefix=prefix, name="ZZFeatureMap")
         params = sorted(qc.parameters, key=lambda p: p.index)
         vec = params[0].vector if params else ParameterVector(prefix, 0)
-        return qc, vec
+        named = QuantumCircuit(self.n_qubits, name="ZZFeatureMap")  # register "q", like the others
+        named.compose(qc, inplace=True)
+        return named, vec
 
     @cached_property
     def _couplings(self) -> np.ndarray:
