@@ -94,3 +94,10 @@ def test_notifications_append_and_read_newest_first(tmp_path):
     assert items[0]["details"] == {"model_version": 4}
     assert [n["message"] for n in read_notifications(tmp_path, endpoint="a")] == ["first"]
     assert read_notifications(tmp_path / "none") == []
+
+
+def test_stored_policies_evaluate_as_is(tmp_path):
+    store = LocalObjectStore(tmp_path, "bucket")
+    assert evaluate_policy(get_policy(store, "ep"), report(drift_share=0.5))["fire"] is True
+    set_policy(MANAGER, store, "ep", {"max_drift_share": 0.6})
+    assert evaluate_policy(get_policy(store, "ep"), report(drift_share=0.5))["fire"] is False

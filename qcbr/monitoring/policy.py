@@ -52,7 +52,7 @@ def validate_policy(policy: dict) -> dict:
     """A complete, checked policy (defaults filled in); QCBRError says which value to fix."""
     if not isinstance(policy, dict):
         raise QCBRError("a monitoring policy must be a JSON object")
-    unknown = set(policy) - set(DEFAULT_POLICY) - {"endpoint", "updated_by", "updated_at"}
+    unknown = set(policy) - set(DEFAULT_POLICY) - {"endpoint", "updated_by", "updated_at", "configured"}
     if unknown:
         raise QCBRError(f"unknown policy settings {sorted(unknown)}; known: {sorted(DEFAULT_POLICY)}")
     out = {**DEFAULT_POLICY, **policy}
