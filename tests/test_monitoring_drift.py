@@ -261,3 +261,20 @@ def test_baseline_round_trips_through_model_dir_and_tar(tmp_path, baseline):
     (tmp_path / "statistics.json").write_text("{broken")
     with pytest.raises(ArtifactError, match="not valid JSON"):
         Baseline.from_dir(tmp_path)
+
+
+def test_novelty_baseline_is_the_leave_one_out_best_fidelity(fitted_model, iris_cases):
+    """Checked against the full fidelity matrix of the case memory with its diagonal removed."""
+    from qcbr.monitoring.baseline import novelty_baseline
+    from qcbr.similarity import fidelity_matrix
+
+    X = iris_cases.features
+    out = novelty_baseline(fitted_model, X)
+    K = fidelity_matrix(fitted_model.X_memory_, fitted_model.X_memory_, fitted_model.feature_map_)
+    np.fill_diagonal(K, -np.inf)
+    expected = np.sort(K.max(axis=1))
+    assert out["n_cases"] == out["n_sampled"] == 150
+    np.testing.assert_allclose(out["values"], expected, atol=1e-9)
+    assert out["quantiles"]["p05"] == pytest.approx(np.quantile(expected, 0.05))
+    sub = novelty_baseline(fitted_model, X, max_rows=40, seed=1)
+    assert sub["n_sampled"] == 40 and set(np.round(sub["values"], 9)) <= set(np.round(expected, 9))
