@@ -157,3 +157,28 @@ def test_running_needs_the_role(setup):
     with pytest.raises(RoleError, match="may not run monitoring"):
         run_monitoring(store, ENDPOINT, None, model_dir, actor=Actor("bob", "business"))
     assert list_executions(store) == []
+
+
+def test_same_results_on_s3_as_on_the_local_bucket(setup):
+    """The job reads through qcbr.storage only: copy the bucket to S3 (moto's server) and compare."""
+    from qcbr.storage import S3ObjectStore
+    from tests.test_aws_helpers import client
+
+    store, model_dir = setup
+    rng = np.random.default_rng(4)
+    truth = write_traffic(store, make_frame(200, seed=31, shift=True), T0, rng, batch=3, novel=True)
+    write_ground_truth(store, truth, T0 + timedelta(hours=2))
+    s3 = client("s3")
+    bucket = f"mon-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=bucket)
+    remote = S3ObjectStore(bucket, s3)
+    for key in store.list(""):
+        remote.put(key, store.get(key))
+    local_rec = run_monitoring(store, ENDPOINT, None, model_dir, actor=OPERATOR, now=T0 + timedelta(days=1))
+    s3_rec = run_monitoring(remote, ENDPOINT, None, model_dir, actor=OPERATOR, now=T0 + timedelta(days=1))
+    assert s3_rec["MonitoringExecutionStatus"] == local_rec["MonitoringExecutionStatus"] == "CompletedWithViolations"
+    assert s3_rec["Summary"] == local_rec["Summary"]
+    assert s3_rec["ReportUri"] == f"s3://{bucket}/monitoring/{ENDPOINT}/{s3_rec['ExecutionId']}/report.json"
+    assert [r["ExecutionId"] for r in list_executions(remote, ENDPOINT)] == [s3_rec["ExecutionId"]]
+    loaded = load_execution(remote, ENDPOINT, s3_rec["ExecutionId"])
+    assert loaded["violations"] == load_execution(store, ENDPOINT, local_rec["ExecutionId"])["violations"]
