@@ -92,8 +92,9 @@ class Lifecycle:
 @pytest.fixture(scope="session")
 def lifecycle(tmp_path_factory, iris_cases):
     """A home with the iris dataset and three training jobs run at the same time, registered as
-    versions 1 (Approved), 2 and 3 (PendingManualApproval). Shared by the whole session: tests
-    add their own endpoints/jobs with unique names and must not change versions 1 and 2.
+    versions 1 (Approved), 2 (PendingManualApproval) and 3 (Rejected). Shared by the whole
+    session: tests add their own endpoints/jobs with unique names and leave the versions' states
+    as they found them.
     """
     from qcbr.roles import OPERATOR
 
@@ -109,6 +110,7 @@ def lifecycle(tmp_path_factory, iris_cases):
             assert job["TrainingJobStatus"] == "Completed", (job["FailureReason"], job["Log"])
         life.versions = [b.register_model(OPERATOR, job["TrainingJobName"]) for job in life.jobs]
         life.versions[0] = b.approve_model(OPERATOR, life.versions[0]["ModelPackageVersion"], "fixture")
+        life.versions[2] = b.reject_model(OPERATOR, life.versions[2]["ModelPackageVersion"], "fixture")
         yield life
     finally:
         kill_home_processes(life.home)

@@ -182,3 +182,16 @@ def test_same_results_on_s3_as_on_the_local_bucket(setup):
     assert [r["ExecutionId"] for r in list_executions(remote, ENDPOINT)] == [s3_rec["ExecutionId"]]
     loaded = load_execution(remote, ENDPOINT, s3_rec["ExecutionId"])
     assert loaded["violations"] == load_execution(store, ENDPOINT, local_rec["ExecutionId"])["violations"]
+
+
+def test_latest_execution_per_endpoint(setup):
+    from qcbr.monitoring.job import latest_by_endpoint
+
+    store, model_dir = setup
+    write_traffic(store, make_frame(60, seed=41), T0, np.random.default_rng(5))
+    run_monitoring(store, ENDPOINT, None, model_dir, actor=OPERATOR, now=T0 + timedelta(hours=1))
+    newest = run_monitoring(store, ENDPOINT, "2030-01-01", model_dir, actor=OPERATOR, now=T0 + timedelta(hours=2))
+    rows = latest_by_endpoint(store, [ENDPOINT, "never-monitored"])
+    assert [r["EndpointName"] for r in rows] == [ENDPOINT, "never-monitored"]
+    assert rows[0]["ExecutionId"] == newest["ExecutionId"] and rows[0]["MonitoringExecutionStatus"] == "Failed"
+    assert rows[1]["MonitoringExecutionStatus"] is None

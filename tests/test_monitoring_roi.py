@@ -9,7 +9,7 @@ import pytest
 
 from qcbr.errors import QCBRError, RoleError
 from qcbr.monitoring.roi import (
-    DEFAULT_ASSUMPTIONS, assumptions_audit, break_even, compare_versions, cumulative_value_curve, endpoint_uptime,
+    DEFAULT_ASSUMPTIONS, assumptions_audit, break_even, compare_versions, cumulative_value_curve, endpoint_uptime, kpi_deltas,
     get_assumptions, production_roi, roi_summary, update_assumptions, version_roi,
 )
 from qcbr.roles import Actor
@@ -117,3 +117,17 @@ def test_endpoint_uptime():
     now = datetime(2026, 3, 2, tzinfo=timezone.utc)
     assert endpoint_uptime({"CreationTime": "2026-03-01T00:00:00+00:00"}, now) == [(now - timedelta(days=1), now)]
     assert endpoint_uptime({}, now) == []
+
+
+def test_kpi_deltas_compare_the_last_period_with_the_one_before():
+    starts = pd.date_range("2026-03-01", periods=14, freq="D", tz="UTC")
+    frame = pd.DataFrame({"window_start": starts, "predictions": [10] * 7 + [20] * 7, "labelled": [5] * 14,
+                          "accuracy": [0.8] * 7 + [0.9] * 7, "realised_value": [1.0] * 14,
+                          "estimated_value": [2.0] * 7 + [5.0] * 7, "hosting_cost": [1.0] * 14,
+                          "training_cost": [0.0] * 14, "net": [0.0] * 14, "cumulative_net": [0.0] * 14, "roi": [0.0] * 14})
+    k = kpi_deltas(frame, ASSUME, period_days=7)
+    assert k["current"]["predictions"] == 140 and k["previous"]["predictions"] == 70
+    assert k["delta"]["predictions"] == 70
+    assert k["delta"]["accuracy"] == pytest.approx(0.1)
+    assert k["delta"]["value"] == pytest.approx(7 * 5.0 - 7 * 2.0)
+    assert kpi_deltas(frame.iloc[:0], ASSUME)["delta"] == {}

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 import warnings
 
 with warnings.catch_warnings():  # starlette's note that httpx2 is preferred; httpx is what we pin
-    warnings.simplefilter("ignore", DeprecationWarning)
+    warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
 from qcbr.serving.capture import read_capture_file

@@ -17,7 +17,7 @@ import shutil
 
 import pytest
 
-from tests.browser.helpers import ARTIFACTS, CHROMIUM, Dashboard, launch_chromium, open_login
+from tests.browser.helpers import ARTIFACTS, CHROMIUM, Dashboard, launch_chromium, open_login, screenshot
 from tests.conftest import kill_home_processes
 
 # role -> the name of the account the first start creates for it (qcbr.users.INITIAL_ACCOUNTS)
@@ -73,13 +73,27 @@ def accounts(dashboard, browser) -> dict[str, tuple[str, str]]:
     return by_role
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def page(browser):
-    """A new tab, closed afterwards."""
+def page(browser, request):
+    """A new tab, closed afterwards; a failing test leaves FAILED-<test>.png next to the screenshots."""
     tab = browser.new_page()
     try:
         yield tab
     finally:
+        report = getattr(request.node, "report_call", None)
+        if report is not None and report.failed:
+            name = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)
+            try:
+                screenshot(tab, f"FAILED-{name}")
+            except Exception:  # noqa: BLE001 - the test's own failure is what matters
+                pass
         tab.close()
 
 

@@ -111,19 +111,19 @@ class Registry:
             )
         metrics = {m["MetricName"]: float(m["Value"]) for m in job["FinalMetricDataList"]}
         accuracy = accuracy_of(metrics)
+        if min_accuracy is not None:
+            if accuracy is None:
+                raise StateError(f"training job {job_name} reported no accuracy, so the condition "
+                                 f"accuracy >= {min_accuracy:g} cannot be checked; not registered")
+            if accuracy < float(min_accuracy):
+                raise StateError(
+                    f"model from training job {job_name} has validation accuracy {accuracy:.4f}, below the "
+                    f"required {float(min_accuracy):.4f}; not registered (retrain, or lower --min-accuracy)"
+                )
         with self._lock():
             for existing in self.tracking.list_versions():
                 if (existing.tags or {}).get("TrainingJobName") == job_name:
                     return self._record(existing)  # registering a job twice is a no-op
-            if min_accuracy is not None:
-                if accuracy is None:
-                    raise StateError(f"training job {job_name} reported no accuracy, so the condition "
-                                     f"accuracy >= {min_accuracy:g} cannot be checked; not registered")
-                if accuracy < float(min_accuracy):
-                    raise StateError(
-                        f"model from training job {job_name} has validation accuracy {accuracy:.4f}, below the "
-                        f"required {float(min_accuracy):.4f}; not registered (retrain, or lower --min-accuracy)"
-                    )
             run_id = job["Lineage"]["MlflowRunId"]
             run = self.tracking.run(run_id)
             now = utcnow()
