@@ -243,6 +243,17 @@ def load_execution(store, endpoint: str, execution: str) -> dict:
     return {"execution": record, "report": report, "violations": violations}
 
 
+def latest_by_endpoint(store, endpoints: list[str] | None = None) -> list[dict]:
+    """The newest execution of each endpoint (one record each; ``None`` status for endpoints never
+    monitored): the Monitoring screen's verdict per endpoint."""
+    latest: dict[str, dict] = {}
+    for record in list_executions(store):
+        latest.setdefault(record["EndpointName"], record)
+    names = sorted(set(latest) | set(endpoints or []))
+    return [latest.get(n) or {"EndpointName": n, "MonitoringExecutionStatus": None, "ScheduledTime": None,
+                              "ViolationsCount": None, "Summary": {}} for n in names]
+
+
 def executions_frame(records: list[dict]):
     """Executions as a time series (one row each) for the novelty/decay-over-time charts."""
     import pandas as pd

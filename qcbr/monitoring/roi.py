@@ -314,6 +314,26 @@ def roi_summary(frame, assumptions: dict) -> dict:
             "currency": assumptions.get("currency", "EUR"), "is_estimate": True}
 
 
+def kpi_deltas(frame, assumptions: dict, period_days: int = 7, now: Any = None) -> dict:
+    """The Overview's KPIs for the last ``period_days`` and their change against the period before:
+    ``{"current": roi_summary, "previous": roi_summary, "delta": {kpi: current - previous}}``."""
+    import pandas as pd
+
+    if frame is None or len(frame) == 0:
+        empty = roi_summary(frame, assumptions)
+        return {"current": empty, "previous": empty, "delta": {}}
+    starts = pd.to_datetime(frame["window_start"], utc=True)
+    end = pd.Timestamp(now).tz_convert("UTC") if now is not None and pd.Timestamp(now).tzinfo else (
+        pd.Timestamp(now).tz_localize("UTC") if now is not None else starts.max() + pd.Timedelta(days=1))
+    span = pd.Timedelta(days=period_days)
+    cur = frame[(starts >= end - span) & (starts < end)]
+    prev = frame[(starts >= end - 2 * span) & (starts < end - span)]
+    a, b = roi_summary(cur, assumptions), roi_summary(prev, assumptions)
+    delta = {k: (a[k] - b[k]) if isinstance(a[k], (int, float)) and isinstance(b[k], (int, float)) and not isinstance(a[k], bool)
+             else None for k in ("predictions", "labelled", "accuracy", "value", "cost", "net", "roi")}
+    return {"current": a, "previous": b, "delta": delta}
+
+
 def endpoint_uptime(endpoint_record: dict, now: datetime | None = None) -> list[tuple[datetime, datetime]]:
     """Uptime intervals of an endpoint from its record: creation until now while it exists."""
     created = endpoint_record.get("CreationTime")
