@@ -130,7 +130,9 @@ class TrainingJobs:
             "Lineage": {"DatasetName": dataset["DatasetName"], "DatasetSha256": dataset["Sha256"],
                         "MlflowRunId": None},
         }
-        # the lineage first: a job whose start fails leaves a record that describe reports as gone
+        if self._meta(name) is not None or self._exists(name):
+            raise StateError(f"training job {name!r} already exists; pick another --job-name")
+        # the lineage first, so the job is never listed without it; removed again if the start fails
         put_json(self.store, f"jobs/{name}/{META}", meta)
         sm = self.clients.sagemaker
         try:
@@ -148,6 +150,13 @@ class TrainingJobs:
     # -- read -----------------------------------------------------------------------------------
     def _meta(self, name: str) -> dict | None:
         return get_json(self.store, f"jobs/{name}/{META}", default=None)
+
+    def _exists(self, name: str) -> bool:
+        try:
+            self._describe_raw(name)
+            return True
+        except NotFoundError:
+            return False
 
     def _describe_raw(self, name: str) -> dict:
         if not isinstance(name, str) or not name or "/" in name:
