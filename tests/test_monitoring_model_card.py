@@ -69,3 +69,8 @@ def test_card_from_the_real_fitted_model_and_case_base(fitted_model, iris_cases)
     assert ("**Kernel concentration**" in card) == bool(diag["concentrated"])
     assert "no sensitive attribute was analysed" in card
     assert "**Class imbalance**" not in card  # iris is balanced
+
+
+def test_class_counts_come_from_the_models_memory_when_no_bias_report(fitted_model):
+    card = render_model_card(job_name="iris-job", metrics={}, model=fitted_model)
+    assert "| classes | setosa (50), versicolor (50), virginica (50) |" in card

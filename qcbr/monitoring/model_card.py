@@ -67,6 +67,12 @@ def _model_facts(model: Any) -> dict:
     classes = getattr(model, "classes_", None)
     if classes is not None:
         facts["classes"] = [str(c) for c in classes]
+        codes = getattr(model, "y_memory_", None)  # class codes of the stored cases
+        if codes is not None:
+            import numpy as np
+
+            counts = np.bincount(np.asarray(codes, dtype=int), minlength=len(classes))
+            facts["class_counts"] = {str(c): int(n) for c, n in zip(classes, counts)}
     return facts
 
 
@@ -161,7 +167,7 @@ def render_model_card(
     dataset = dataset or {}
     ds_name = _get(dataset, "DatasetName", "name", default=lineage.get("DatasetName"))
     ds_sha = _get(dataset, "Sha256", "sha256", default=lineage.get("DatasetSha256"))
-    class_counts = _get(bias_report, "class_counts") or _get(dataset, "classes")
+    class_counts = _get(bias_report, "class_counts") or _get(dataset, "classes") or facts.get("class_counts")
     if not isinstance(class_counts, dict):
         class_counts = None
     labels = metrics.get("labels") or facts.get("classes") or (list(class_counts) if class_counts else [])
