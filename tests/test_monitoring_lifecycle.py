@@ -188,3 +188,18 @@ def test_scheduler_tick_runs_the_job_and_respects_the_cooldown(lifecycle, traffi
     assert load_state(lifecycle.home)[ENDPOINT]["last_status"] == "CompletedWithViolations"
     assert run_due(lifecycle.home, backend=b, store=b.store) == []  # not due again within the hour
     assert complete_pending(b, b.store, ENDPOINT) == []  # the retrain was already registered
+
+
+def test_roi_per_version_from_the_registered_artifacts(lifecycle):
+    from qcbr.monitoring.roi import DEFAULT_ASSUMPTIONS, compare_versions, version_metrics
+
+    b = lifecycle.backend
+    versions = [b.describe_model_version(v["ModelPackageVersion"]) for v in lifecycle.versions]
+    metrics = [version_metrics(b.store, v) for v in versions]
+    for m, v in zip(metrics, versions):
+        assert m["validation:accuracy"] == pytest.approx(v["ModelMetrics"]["validation:accuracy"])
+        assert np.asarray(m["validation:confusion_matrix"]).shape == (3, 3)
+    table = compare_versions([{"version": v["ModelPackageVersion"], "metrics": m} for v, m in zip(versions, metrics)],
+                             DEFAULT_ASSUMPTIONS)
+    assert list(table["version"]) == [v["ModelPackageVersion"] for v in versions]
+    assert np.allclose(table["accuracy"], [m["validation:accuracy"] for m in metrics])

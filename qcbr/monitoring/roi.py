@@ -346,6 +346,32 @@ def endpoint_uptime(endpoint_record: dict, now: datetime | None = None) -> list[
     return [(start, end)] if end > start else []
 
 
+def version_metrics(store, version_record: dict) -> dict:
+    """The ``metrics.json`` of a model version (its confusion matrix included), read from the
+    version's model.tar.gz through the object store (the registry keeps only scalar metrics)."""
+    import io
+    import tarfile
+
+    from qcbr.monitoring.job import _store_for
+    from qcbr.storage import parse_s3_uri
+
+    url = version_record.get("ModelDataUrl")
+    if not url:
+        raise QCBRError(f"model version {version_record.get('ModelPackageVersion')} has no ModelDataUrl")
+    bucket, key = parse_s3_uri(url)
+    try:
+        data = _store_for(store, bucket).get(key)
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
+            for member in tar.getmembers():
+                if member.isfile() and member.name.split("/")[-1] == "metrics.json":
+                    fh = tar.extractfile(member)
+                    if fh is not None:
+                        return json.loads(fh.read())
+    except (tarfile.TarError, ValueError, NotFoundError) as exc:
+        raise QCBRError(f"cannot read metrics.json from {url}: {exc}") from None
+    raise QCBRError(f"{url} holds no metrics.json; retrain this version with the current qcbr")
+
+
 def production_inputs(store, endpoint: str, since: Any = None) -> tuple[Any, Any]:
     """(every captured prediction with its time, the labelled ones) of ``endpoint`` since ``since``."""
     from qcbr.monitoring.capture import join_ground_truth, read_capture, read_ground_truth
