@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from qcbr.encoding import AmplitudeMap, AngleMap, FeatureMap, FeatureMapError, ZZMap
+from qcbr.encoding import (
+    AmplitudeMap,
+    AngleMap,
+    FeatureMap,
+    FeatureMapError,
+    ZZMap,
+    single_thread_blas,
+)
 from qcbr.errors import QCBRError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -241,7 +248,8 @@ class CaseMemory:
         sc_out = np.empty((q.m, k))
         for r in range(q.m):
             qv = q.v[r]
-            g = S32 @ (qv.conj() if s.kind == "complex" else qv).astype(S32.dtype)
+            with single_thread_blas:  # memory-bound: a second thread only adds contention
+                g = S32 @ (qv.conj() if s.kind == "complex" else qv).astype(S32.dtype)
             F32 = g.real.astype(np.float64) ** 2
             if s.kind == "complex":
                 F32 += g.imag.astype(np.float64) ** 2
