@@ -112,11 +112,11 @@ def cmd_train(args) -> int:
     record = backend.create_training_job(current_actor(), args.dataset, dict(args.hp or []),
                                          job_name=args.job_name, dataset_sha256=args.sha)
     name = record["TrainingJobName"]
-    if not args.json:
-        print(f"started training job {name} on dataset {args.dataset} "
-              f"({record['Lineage']['DatasetSha256'][:12]})", file=sys.stderr if args.wait else sys.stdout)
+    started = f"started training job {name} on dataset {args.dataset} ({record['Lineage']['DatasetSha256'][:12]})"
+    if args.wait or not args.json:
+        print(started, file=sys.stderr if args.wait or args.json else sys.stdout)
     if args.wait:
-        record = _wait_job(backend, name, quiet=args.json)
+        record = _wait_job(backend, name)
     if args.json:
         print_json(record)
     elif args.wait:
