@@ -7,7 +7,10 @@ the new fleet, shifts all traffic at once when it is healthy, and rolls back on 
 Approved versions are deployed from the model package itself (``ModelPackageName``), as SageMaker
 requires; a pending version may go to staging only, deployed from the package's own container
 (image + ``model.tar.gz``). What SageMaker does not keep (stage, version, who) is in
-``endpoints/<name>.json`` in the bucket; the endpoint list is the set of those records.
+``endpoints/<name>.json`` in the bucket. The endpoints the deploy pipeline creates
+(infra/cloudformation/endpoint.yaml) have no such record: they are found by their
+``qcbr:project`` tag, read-only here (the pipeline owns them), so the CLI and the dashboard can
+query and monitor staging and prod all the same.
 """
 from __future__ import annotations
 
@@ -70,26 +73,80 @@ class Endpoints:
 
     def _read(self, name: str) -> dict:
         check_name("endpoint", name)
-        record = get_json(self.store, self._key(name), default=None)
+        record = get_json(self.store, self._key(name), default=None) or self._discovered(name)
         if record is None:
             raise NotFoundError(f"no endpoint named {name!r} in project {self.config.project}; see `qcbr endpoints list`")
         return record
 
-    def names(self) -> list[str]:
+    def _discovered(self, name: str, raw: dict | None = None) -> dict | None:
+        """A pipeline-deployed endpoint of this project (tag qcbr:project), as a read-only record."""
+        sm = self.clients.sagemaker
+        raw = raw or self._describe_sm(name)
+        if raw is None:
+            return None
+        try:
+            tags = {t["Key"]: t["Value"] for t in sm.list_tags(ResourceArn=raw["EndpointArn"]).get("Tags", [])}
+            if tags.get("qcbr:project") != self.config.project or tags.get("qcbr:managed-by") == "qcbr":
+                return None  # another project's, or one of ours whose record is gone (being deleted)
+            config = sm.describe_endpoint_config(EndpointConfigName=raw["EndpointConfigName"])
+            model = sm.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
+        except Exception as exc:
+            if is_not_found(exc):
+                return None
+            with translate(f"reading endpoint {name}"):
+                raise
+        version = (model.get("PrimaryContainer") or {}).get("Environment", {}).get("QCBR_MODEL_VERSION")
+        stack = tags.get("aws:cloudformation:stack-name")
+        return {
+            "EndpointName": name, "EndpointArn": raw["EndpointArn"], "Stage": tags.get("qcbr:stage"),
+            "ModelPackageVersion": int(version) if version and version.isdigit() else None,
+            "EndpointConfigName": raw["EndpointConfigName"], "Models": [], "EndpointConfigs": [],
+            "CreationTime": iso(raw.get("CreationTime")), "LastModifiedTime": iso(raw.get("LastModifiedTime")),
+            "CreatedBy": f"cloudformation:{stack}" if stack else "deploy pipeline", "ManagedBy": stack or "deploy pipeline",
+        }
+
+    def _recorded_names(self) -> list[str]:
         out = []
         for key in self.store.list("endpoints/"):
             rest = key[len("endpoints/"):]
             if "/" not in rest and rest.endswith(".json"):
                 out.append(rest[:-5])
-        return sorted(out)
+        return out
+
+    def _pipeline_names(self) -> list[str]:
+        names: list[str] = []
+        with translate("listing SageMaker endpoints"):
+            paginator = self.clients.sagemaker.get_paginator("list_endpoints")
+            for page in paginator.paginate(NameContains=self.config.project):
+                names += [e["EndpointName"] for e in page.get("Endpoints", [])]
+        return names
+
+    def names(self) -> list[str]:
+        recorded = set(self._recorded_names())
+        found = {n for n in self._pipeline_names() if n not in recorded and self._discovered(n) is not None}
+        return sorted(recorded | found)
 
     def endpoints_for_version(self, version: int) -> list[str]:
         out = []
         for name in self.names():
-            record = get_json(self.store, self._key(name), default=None)
-            if record and record.get("ModelPackageVersion") == int(version):
+            try:
+                record = self._read(name)
+            except NotFoundError:
+                continue
+            if record.get("ModelPackageVersion") == int(version):
                 out.append(name)
         return out
+
+    def _endpoint_tags(self, stage: str) -> list[dict]:
+        return [{"Key": "qcbr:project", "Value": self.config.project}, {"Key": "qcbr:stage", "Value": stage},
+                {"Key": "qcbr:managed-by", "Value": "qcbr"}]
+
+    def _writable(self, record: dict) -> None:
+        if record.get("ManagedBy"):
+            raise StateError(
+                f"endpoint {record['EndpointName']} is managed by the deploy pipeline ({record['ManagedBy']}); "
+                "approve a version to redeploy it, or delete its CloudFormation stack to remove it"
+            )
 
     # -- SageMaker resources --------------------------------------------------------------------
     def _container(self, version: dict, endpoint: str) -> dict:
@@ -181,6 +238,7 @@ class Endpoints:
             "LastModifiedTime": iso((raw or {}).get("LastModifiedTime")) or record.get("LastModifiedTime"),
             "FailureReason": reason,
             "CreatedBy": record.get("CreatedBy"),
+            "ManagedBy": record.get("ManagedBy"),
             "ProductionVariants": variants,
             "DataCaptureConfig": {"EnableCapture": True, "DestinationS3Uri": self.store.uri("capture"),
                                   "InitialSamplingPercentage": 100},
@@ -230,8 +288,7 @@ class Endpoints:
         model_name, config_name = self._create_config(name, version, stage)
         with translate(f"creating endpoint {name}"):
             arn = self.clients.sagemaker.create_endpoint(
-                EndpointName=name, EndpointConfigName=config_name,
-                Tags=[{"Key": "qcbr:project", "Value": self.config.project}, {"Key": "qcbr:stage", "Value": stage}],
+                EndpointName=name, EndpointConfigName=config_name, Tags=self._endpoint_tags(stage),
             )["EndpointArn"]
         now = utcnow()
         put_json(self.store, self._key(name), {
@@ -249,6 +306,7 @@ class Endpoints:
         """Blue/green: a new EndpointConfig, then UpdateEndpoint; SageMaker shifts traffic when healthy."""
         record = self._read(name)
         require(actor, deploy_action(record["Stage"]))
+        self._writable(record)
         version = self.model_version(int(model_version))
         check_deployable(version, record["Stage"])
         number = version["ModelPackageVersion"]
@@ -278,6 +336,7 @@ class Endpoints:
         """SageMaker heals instances itself; a Failed or vanished endpoint is recreated from its config."""
         record = self._read(name)
         require(actor, deploy_action(record["Stage"]))
+        self._writable(record)
         raw = self._describe_sm(name)
         status = STATUS_MAP.get(raw["EndpointStatus"], "Failed") if raw else "Failed"
         if status == "Deleting":
@@ -290,7 +349,8 @@ class Endpoints:
                 self.clients.sagemaker.delete_endpoint(EndpointName=name)
         model_name, config_name = self._create_config(name, version, record["Stage"])
         with translate(f"recreating endpoint {name}"):
-            self.clients.sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=config_name)
+            self.clients.sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=config_name,
+                                                   Tags=self._endpoint_tags(record["Stage"]))
         record.update(EndpointConfigName=config_name, LastModifiedTime=utcnow())
         record.setdefault("Models", []).append(model_name)
         record.setdefault("EndpointConfigs", []).append(config_name)
@@ -303,6 +363,7 @@ class Endpoints:
         require(actor, "delete_endpoint")
         if record["Stage"] == "prod":
             require(actor, "deploy_prod")  # taking prod down is a prod change
+        self._writable(record)
         sm = self.clients.sagemaker
         record["EndpointStatus"] = "Deleting"
         put_json(self.store, self._key(name), record)
