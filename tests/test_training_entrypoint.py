@@ -108,7 +108,8 @@ def test_standalone_run_in_a_temporary_opt_ml_writes_the_contracted_files(tmp_pa
     assert len(model.case_ids_) == 150  # refit on all cases after validation
     assert model.score(iris_cases.features, iris_cases.y) >= 0.9
     card = (model_dir / "model_card.md").read_text()
-    assert "accuracy" in card.lower()
+    assert f"| validation accuracy | {metrics['validation:accuracy']:.4f} |" in card
+    assert "| training job | local-training |" in card  # TRAINING_JOB_NAME unset: the default name
     constraints = json.loads((model_dir / "constraints.json").read_text())
     assert {f["name"] for f in constraints["features"]} == set(iris_cases.features.columns)
 

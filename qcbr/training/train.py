@@ -219,46 +219,14 @@ def evaluate(model: Any, X_val, y_val) -> dict[str, Any]:
     }
 
 
-def model_card(job_name: str, hps: dict[str, str], metrics: dict[str, Any], model: Any, dataset: dict) -> str:
-    """The model card; qcbr.monitoring.model_card renders the full one when it is installed."""
-    try:
-        from qcbr.monitoring import model_card as cards  # type: ignore[attr-defined]
-    except ImportError:
-        cards = None
-    if cards is not None and hasattr(cards, "render_model_card"):
-        try:
-            return cards.render_model_card(job_name=job_name, hyperparameters=hps, metrics=metrics,
-                                           model=model, dataset=dataset)
-        except TypeError:
-            pass  # a different signature: fall back to the short card below
-    recall = metrics.get("validation:recall", {})
-    lines = [
-        f"# Model card: {job_name}",
-        "",
-        "qCBR classifier (quantum case-based reasoning: fidelity-based retrieval, similarity-weighted reuse).",
-        "",
-        "## Training data",
-        f"- dataset: {dataset.get('name') or 'unknown'} (sha256 {dataset.get('sha256') or 'unknown'})",
-        f"- cases: {metrics.get('train:n', '?')} for fitting, {metrics.get('validation:n', '?')} held out",
-        f"- label: {dataset.get('label') or '?'}; classes: {', '.join(map(str, metrics.get('labels', [])))}",
-        "",
-        "## Method",
-        f"- feature map: {getattr(model, 'feature_map', '?')}, qubits: {getattr(model, 'n_qubits_', None) or getattr(model, 'n_qubits', '?')}",
-        f"- bandwidth alpha: {metrics.get('alpha')}, k: {metrics.get('k')}, reuse: {getattr(model, 'reuse', '?')}",
-        f"- hyperparameters: {json.dumps(hps, sort_keys=True)}",
-        "",
-        "## Evaluation (held-out validation split)",
-        f"- accuracy: {metrics.get('validation:accuracy', float('nan')):.4f}",
-        f"- cross-validated accuracy: {metrics['cv:accuracy']:.4f}" if isinstance(metrics.get("cv:accuracy"), float)
-        else "- cross-validated accuracy: not reported",
-        *[f"- recall of {label}: {value:.4f}" for label, value in recall.items()],
-        "",
-        "## Limitations",
-        "- Predictions below the confidence threshold epsilon are flagged for review (CBR revise).",
-        "- Accuracy is measured on a held-out split of the training data, not on live traffic; watch drift.",
-        "",
-    ]
-    return "\n".join(lines)
+def model_card(job_name: str, hps: dict[str, str], metrics: dict[str, Any], model: Any, cases: Any) -> str:
+    """The model card (qcbr.monitoring.model_card), from what this job knows: no registry yet."""
+    from qcbr.monitoring.model_card import render_model_card
+
+    dataset = dict(cases.summary())
+    dataset["name"] = os.environ.get("QCBR_DATASET_NAME") or dataset.get("name")
+    return render_model_card(metrics=metrics, dataset=dataset, bias_report=cases.bias_report(),
+                             job_name=job_name, hyperparameters=hps, model=model)
 
 
 def train(paths: Paths, progress: Progress) -> dict[str, Any]:
@@ -314,16 +282,11 @@ def train(paths: Paths, progress: Progress) -> dict[str, Any]:
     final.save(paths.model)
     atomic_write_json(paths.model / "metrics.json", metrics)
     progress(0.95, "Writing the monitoring baseline", force=True)
-    try:
-        from qcbr.monitoring.baseline import write_baseline
-    except ImportError:
-        write_baseline = None
-    if write_baseline is not None:
-        write_baseline(paths.model, X, cases.schema, labels=y, model=final)
-    dataset = {"name": os.environ.get("QCBR_DATASET_NAME"), "sha256": getattr(cases, "sha256", None),
-               "label": cases.label}
+    from qcbr.monitoring.baseline import write_baseline
+
+    write_baseline(paths.model, X, cases.schema, labels=y, model=final)
     atomic_write_bytes(paths.model / "model_card.md",
-                       model_card(paths.job_name, raw_hps, metrics, final, dataset).encode())
+                       model_card(paths.job_name, raw_hps, metrics, final, cases).encode())
     atomic_write_json(paths.output_data / "feature_schema.json", {
         "label": cases.label,
         "features": list(getattr(final, "feature_schema_", []) or []),
