@@ -8,6 +8,7 @@ entrypoint, queued in moto for InvokeEndpoint.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
 
 import pytest
@@ -173,3 +174,77 @@ def test_cli_errors_are_one_line(tmp_path):
     done = run_cli(["train", "--dataset", "nope"], env)
     assert done.returncode == 1 and "no dataset named 'nope'" in done.stderr
 
+
+
+def test_aws_call_signs_with_sigv4_for_execute_api(tmp_path):
+    """`qcbr aws call` against a stand-in for API Gateway on 127.0.0.1 that verifies the SigV4
+    signature (recomputed with botocore from the received request) before running the real
+    prediction Lambda handler, whose endpoint answer moto returns (queued: moto serves no container)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from qcbr.serving.lambda_function import handler
+    from qcbr.storage import S3ObjectStore
+
+    env = make_project(tmp_path)
+    bucket = env["QCBR_AWS_BUCKET"]
+    seen: dict = {}
+
+    class FakeApiGateway(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            auth = self.headers["Authorization"]
+            seen["auth"] = auth
+            scope = re.search(r"Credential=([^,]+)", auth).group(1).split("/")
+            signed = re.search(r"SignedHeaders=([^,]+)", auth).group(1).split(";")
+            request = AWSRequest(method="POST", url=f"http://{self.headers['Host']}{self.path}", data=body,
+                                 headers={h: self.headers[h] for h in signed})
+            request.context["timestamp"] = self.headers["X-Amz-Date"]
+            signer = SigV4Auth(Credentials("testing", "testing"), scope[3], scope[2])
+            expected = signer.signature(signer.string_to_sign(request, signer.canonical_request(request)), request)
+            if scope[3] != "execute-api" or not auth.endswith(f"Signature={expected}"):
+                self._send(403, {"message": "The request signature we calculated does not match"})
+                return
+            event = {"httpMethod": "POST", "path": self.path, "body": body.decode(), "isBase64Encoded": False,
+                     "pathParameters": {"endpoint": "e-staging"},
+                     "headers": {"Content-Type": self.headers["Content-Type"]},
+                     "requestContext": {"identity": {"userArn": f"arn:aws:iam::123456789012:user/{scope[0]}"}}}
+            response = handler(event, None, store=S3ObjectStore(bucket, client=client("s3")),
+                               runtime_client=client("sagemaker-runtime"))
+            self._send(response["statusCode"], json.loads(response["body"]))
+
+        def _send(self, status, payload):
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeApiGateway)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        queue_endpoint_answer(json.dumps({"model_version": 2, "predictions": [
+            {"label": "setosa", "confidence": 0.97, "probabilities": {"setosa": 0.97}, "flagged": False,
+             "similar_cases": []}]}))
+        url = f"http://127.0.0.1:{server.server_address[1]}/staging/predict"
+        done = run_cli(["aws", "call", url, "--json", json.dumps({"instances": [IRIS_ROW]})], env)
+        answer = json.loads(_ok(done))
+        assert answer["predictions"][0]["label"] == "setosa" and answer["model_version"] == 2
+        assert "/us-east-1/execute-api/aws4_request" in seen["auth"]
+        stored = s3_json(bucket, s3_keys(bucket, "predictions/")[0])
+        assert stored["user"] == "arn:aws:iam::123456789012:user/testing"
+
+        wrong = run_cli(["aws", "call", url, "--json", "{}"], {**env, "AWS_SECRET_ACCESS_KEY": "not-the-key"})
+        assert wrong.returncode == 1 and "signature" in wrong.stdout
+    finally:
+        server.shutdown()
+        thread.join()
