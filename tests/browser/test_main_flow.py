@@ -56,8 +56,15 @@ def metric(page, label: str) -> str:
 
 def choose(page, label: str, option: str) -> None:
     """Pick ``option`` in the selectbox labelled ``label``."""
-    page.locator('[data-testid="stSelectbox"]').filter(has_text=label).locator('[role="combobox"]').click()
-    page.get_by_role("option", name=option, exact=True).click()
+    # type and press Enter: react-aria closes the option list when the page scrolls under a mouse pick
+    box = page.locator('[data-testid="stSelectbox"]').filter(has_text=label)
+    field = box.locator("input")
+    field.scroll_into_view_if_needed()
+    field.click()
+    field.fill(option)
+    page.get_by_role("option", name=option, exact=True).wait_for()
+    page.keyboard.press("Enter")
+    assert field.input_value() == option
 
 
 def test_upload_train_register_approve_deploy_predict_feedback(dashboard, accounts, page, iris_csv):
@@ -147,7 +154,10 @@ def test_upload_train_register_approve_deploy_predict_feedback(dashboard, accoun
     assert 0.5 < confidence <= 1.0
     assert metric(page, "Model version") == "1"
     similar = page.locator('[data-testid="stDataFrame"]').last
-    similar.wait_for()
+    similar.locator('[role="gridcell"]').first.wait_for(state="attached")
+    cells = similar.locator('[role="gridcell"]').all_inner_texts()
+    assert any(re.fullmatch(r"case-\d{4}", c.strip()) for c in cells), cells
+    assert "setosa" in [c.strip() for c in cells], cells
     shot(page, 9, "analyst-predict-result")
     choose(page, "True label", "setosa")
     page.get_by_role("button", name="Send feedback").click()
