@@ -45,7 +45,9 @@ def test_mixed_types_coerced_and_frame_built():
     body = json.dumps({"instances": [{"age": 30, "plan": "pro", "active": "yes"}, [41, "enterprise", 0]]}).encode()
     parsed = parse_body(body, JSON, MIXED)
     assert parsed.rows == [[30.0, "pro", True], [41.0, "enterprise", False]]
-    frame = parsed.to_model_input(MIXED)
+    X = parsed.to_model_input(MIXED)
+    assert X.dtype == object and X.shape == (2, 3) and X[1].tolist() == [41.0, "enterprise", False]
+    frame = parsed.to_frame(MIXED)
     assert list(frame.columns) == ["age", "plan", "active"]
     assert frame["active"].dtype == bool and frame["age"].dtype == np.float64
     csv_rows = parse_body(b"age,plan,active\n30,basic,true\n", CSV, MIXED).rows
@@ -144,3 +146,4 @@ def test_fuzz_only_payload_errors_with_4xx(body, ctype):
         else:
             assert all(len(r) == len(schema.names) for r in parsed.rows)
             parsed.to_model_input(schema)  # whatever passed validation must convert cleanly
+            parsed.to_frame(schema)

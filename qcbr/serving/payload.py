@@ -2,8 +2,8 @@
 
 The inference server must answer every bad request with a 4xx that names the field, the row and
 what was expected, and never let junk reach the model (where it would surface as a 500). This
-module is pure Python on purpose: it runs once per request, so it avoids pandas unless the model
-has non-numeric features, and uses orjson when installed.
+module is pure Python on purpose: it runs once per request, so it never builds a pandas frame
+(the model takes arrays in feature order) and uses orjson when installed.
 """
 from __future__ import annotations
 
@@ -94,11 +94,18 @@ class Parsed:
     encoding: str  # "JSON" | "CSV" (SageMaker capture's vocabulary)
 
     def to_model_input(self, schema: FeatureSchema):
-        """A float ndarray when every feature is numeric (no pandas); else a DataFrame."""
-        if schema.all_numeric:
-            import numpy as np
+        """A float64 array when every feature is numeric, else an object array in feature order.
 
-            return np.asarray(self.rows, dtype=np.float64).reshape(len(self.rows), len(schema.names))
+        Never a DataFrame: the model matches arrays to its features by position, and building a
+        frame per request costs more than the rest of the request path together.
+        """
+        import numpy as np
+
+        dtype = np.float64 if schema.all_numeric else object
+        return np.array(self.rows, dtype=dtype).reshape(len(self.rows), len(schema.names))
+
+    def to_frame(self, schema: FeatureSchema):
+        """The rows as a typed DataFrame (for display and exports, not the request path)."""
         import pandas as pd
 
         frame = pd.DataFrame(self.rows, columns=schema.names)
