@@ -161,9 +161,11 @@ def test_end_to_end_upload_train_register_approve_deploy_predict_truth_delete(
 
     # delete
     pid = read_json(backend.paths.endpoint_record("cli-ep"))["Internal"]["Variant"]["Pid"]
+    gateway = read_json(backend.paths.gateway)["Pid"]
     code, out, err = run(capsys, "endpoints", "delete", "cli-ep")
     assert code == 0 and "deleted endpoint cli-ep" in out
     assert not procs.is_alive(pid)
+    assert not procs.is_alive(gateway)  # the last endpoint took the gateway with it
     code, _, err = run(capsys, "endpoints", "describe", "cli-ep")
     assert code == 1 and "no endpoint named 'cli-ep'" in err
     actions = [e["action"] for e in backend.audit_log(limit=None)]

@@ -268,3 +268,55 @@ def test_delete_stops_the_server_and_removes_the_route(lifecycle):
             call(runtime(record["EndpointUrl"]), "ep-delete", SETOSA)
         assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
     assert "ep-delete" not in b.describe_model_version(1)["Lineage"]["Endpoints"]
+
+
+def test_create_returns_creating_and_the_endpoint_becomes_in_service_on_ping(lifecycle):
+    b = lifecycle.backend
+    first = b.create_endpoint(OPERATOR, "ep-async", 1)
+    try:
+        assert first["EndpointStatus"] in ("Creating", "InService")
+        ready = wait_for(lambda: b.describe_endpoint("ep-async")["EndpointStatus"] == "InService" or None, 120,
+                         "InService")
+        assert ready and b.wait_endpoint("ep-async")["EndpointStatus"] == "InService"
+    finally:
+        b.delete_endpoint(OPERATOR, "ep-async")
+
+
+def test_a_server_that_exits_before_ping_fails_with_its_reason(lifecycle, monkeypatch):
+    import socket
+
+    b = lifecycle.backend
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    real_free_port = procs.free_port
+    monkeypatch.setattr(procs, "free_port", lambda host="127.0.0.1": port)
+    try:
+        record = b.create_endpoint(OPERATOR, "ep-noport", 1, wait=True)
+        assert record["EndpointStatus"] == "Failed"
+        assert "exited before answering /ping" in record["FailureReason"]
+        assert "qcbr endpoints restart ep-noport" in record["FailureReason"]
+        monkeypatch.setattr(procs, "free_port", real_free_port)
+        assert b.restart_endpoint(OPERATOR, "ep-noport", wait=True)["EndpointStatus"] == "InService"
+    finally:
+        taken.close()
+        b.delete_endpoint(OPERATOR, "ep-noport")
+
+
+def test_a_tampered_model_is_refused_on_restart(lifecycle):
+    from qcbr.errors import StateError as Refused
+
+    b = lifecycle.backend
+    b.create_endpoint(OPERATOR, "ep-tamper", 1, wait=True)
+    try:
+        model_json = b.paths.endpoint_models("ep-tamper") / "1" / "model.json"
+        model_json.write_text(model_json.read_text().replace("setosa", "setosb"))
+        with pytest.raises(Refused, match="could not start the inference server"):
+            b.restart_endpoint(OPERATOR, "ep-tamper")
+        record = b.describe_endpoint("ep-tamper")
+        assert record["EndpointStatus"] == "Failed"
+        assert "model.json does not match its SHA-256 in the manifest" in record["FailureReason"]
+    finally:
+        b.delete_endpoint(OPERATOR, "ep-tamper")
+
