@@ -69,6 +69,11 @@ Beyond the core calls (added by the lifecycle issue; both backends implement the
   returning ``{Demo, DatasetName, DatasetSha256, TrainingJobName, ModelPackageVersion,
   ModelApprovalStatus, EndpointName, EndpointStatus, EndpointUrl, Reused}``.
 - ``kill_all_processes()``: SIGKILL every process the backend started (tests' clean-up).
+- ``start_monitoring_scheduler(actor, every_minutes=5.0)`` / ``stop_monitoring_scheduler(actor)``
+  (role ``set_monitoring_policy``, audited) / ``monitoring_scheduler_status()`` -> ``{running, pid,
+  started, every_minutes, log}``: the local backend's scheduler process
+  (``qcbr.monitoring.scheduler``). Local only so far: on AWS an EventBridge schedule drives the job,
+  and callers check ``hasattr`` before offering these.
 Deleting a prod endpoint needs ``deploy_prod`` as well as ``delete_endpoint``.
 """
 from __future__ import annotations
@@ -139,3 +144,8 @@ class Backend(Protocol):
     def audit_log(self, limit: int | None = 100, action: str | None = None) -> list[dict]: ...
     def seed_demo(self, actor: Actor, progress: Callable[[float, str], None] | None = None) -> dict: ...
     def kill_all_processes(self) -> None: ...
+
+    # the monitoring scheduler (local backend; see the module docstring)
+    def start_monitoring_scheduler(self, actor: Actor, every_minutes: float = 5.0) -> dict: ...
+    def stop_monitoring_scheduler(self, actor: Actor) -> dict: ...
+    def monitoring_scheduler_status(self) -> dict: ...

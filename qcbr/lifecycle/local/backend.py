@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from qcbr.config import Config, load_config
-from qcbr.lifecycle.local.audit import read_audit
+from qcbr.lifecycle.local.audit import append_audit, read_audit
 from qcbr.lifecycle.local.datasets import DatasetStore
 from qcbr.lifecycle.local.endpoints import EndpointManager
 from qcbr.lifecycle.local.jobs import JobManager
@@ -19,7 +19,7 @@ from qcbr.lifecycle.local.predictions import PredictionStore
 from qcbr.lifecycle.local.registry import Registry
 from qcbr.lifecycle.local.state import Paths
 from qcbr.lifecycle.local.tracking import Tracking
-from qcbr.roles import Actor
+from qcbr.roles import Actor, require
 from qcbr.storage import LocalObjectStore
 
 
@@ -160,7 +160,37 @@ class LocalBackend:
 
         return seed_demo(self, actor, progress=progress)
 
+    # monitoring scheduler: a detached process here; on AWS an EventBridge schedule drives the job
+    def start_monitoring_scheduler(self, actor: Actor, every_minutes: float = 5.0) -> dict:
+        """Start the scheduler that runs due monitoring schedules (a no-op when one already runs);
+        returns ``monitoring_scheduler_status()``."""
+        from qcbr.monitoring.scheduler import start_scheduler
+
+        require(actor, "set_monitoring_policy")
+        status = start_scheduler(self.paths.home, every_minutes)
+        append_audit(self.paths.audit, actor, "start_monitoring_scheduler", "monitoring-scheduler",
+                     every_minutes=status.get("every_minutes"), pid=status.get("pid"))
+        return status
+
+    def stop_monitoring_scheduler(self, actor: Actor) -> dict:
+        from qcbr.monitoring.scheduler import stop_scheduler
+
+        require(actor, "set_monitoring_policy")
+        status = stop_scheduler(self.paths.home)
+        append_audit(self.paths.audit, actor, "stop_monitoring_scheduler", "monitoring-scheduler")
+        return status
+
+    def monitoring_scheduler_status(self) -> dict:
+        """``{running, pid, started, every_minutes, log}``."""
+        from qcbr.monitoring.scheduler import scheduler_status
+
+        return scheduler_status(self.paths.home)
+
     def kill_all_processes(self) -> None:
-        """SIGKILL every process this home started (jobs, endpoint servers, gateway): tests' clean-up."""
+        """SIGKILL every process this home started (jobs, endpoint servers, gateway, monitoring
+        scheduler): tests' clean-up."""
+        from qcbr.monitoring.scheduler import stop_scheduler
+
         self.jobs.kill_all()
         self.endpoints.kill_all()
+        stop_scheduler(self.paths.home, grace=0.0)
