@@ -26,7 +26,8 @@ IGNORE = "(drop column)"
 @st.cache_resource(show_spinner="Reading the file…", max_entries=4)
 def read_draft(digest: str, _data: bytes, filename: str):
     """The file's columns and inferred types, before the label is chosen (one parse per upload)."""
-    return CaseBase.from_file(_data, name=sanitize_name(re.sub(r"\.[^.]+$", "", filename)), validate=False)
+    return CaseBase.from_file(_data, name=sanitize_name(re.sub(r"\.[^.]+$", "", filename)), validate=False,
+                              source_name=filename)
 
 
 @st.cache_resource(show_spinner="Validating…", max_entries=4)
