@@ -35,11 +35,11 @@ def test_get_backend_returns_a_local_backend_that_satisfies_the_protocol(qcbr_ho
     assert backend.store.base == (qcbr_home / "s3" / "qcbr-local").resolve()
 
 
-def test_constructing_the_backend_imports_nothing_heavy():
+def test_constructing_the_backend_imports_nothing_heavy(tmp_path):
     code = ("import sys, os; os.environ['QCBR_HOME'] = sys.argv[1]; from qcbr.lifecycle import get_backend; "
             "get_backend(); print(','.join(m for m in ('mlflow', 'boto3', 'qiskit', 'pandas', 'sklearn', 'fastapi') "
             "if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code, "/tmp/qcbr-import-check"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "home")], capture_output=True, text=True,
                          timeout=60, check=True)
     assert out.stdout.strip() == ""
 

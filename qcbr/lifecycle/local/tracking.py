@@ -136,6 +136,8 @@ class Tracking:
             )
 
     def get_version(self, version: int) -> Any:
+        if not self.paths.mlflow_db.exists():  # nothing registered yet: no need to create the store
+            raise NotFoundError(f"model group {self.project!r} has no version {version}; see `qcbr models list`")
         from mlflow.exceptions import MlflowException
 
         with self._locked() as client:
