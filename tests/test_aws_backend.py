@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 import pytest
 
 from qcbr.errors import ConfigError, InputError, NotFoundError, RoleError, StateError
-from qcbr.roles import OPERATOR, Actor
+from qcbr.roles import Actor
 from tests.test_aws_helpers import (FAST_HPS, IRIS_ROW, ROOT, ServeContainer, aws_env, backend_for,  # noqa: F401
                                     client, complete_training_job, iris_case_base, moto_url,
                                     queue_endpoint_answer, s3_json, s3_keys)

@@ -20,7 +20,6 @@ import io
 import json
 import logging
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -290,6 +289,3 @@ def run_cli(args: list[str], env: dict[str, str], timeout: float = 180) -> subpr
     return subprocess.run([sys.executable, "-m", "qcbr", *args], env=env, capture_output=True, text=True,
                           timeout=timeout, cwd=env.get("QCBR_HOME_CWD", str(ROOT)))
 
-
-def copy_tree(src: Path, dst: Path) -> None:
-    shutil.copytree(src, dst)

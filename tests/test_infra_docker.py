@@ -15,7 +15,6 @@ import tarfile
 import urllib.request
 from pathlib import Path
 
-import pytest
 
 from tests.test_aws_helpers import ENTRYPOINT, FAST_HPS, IRIS_ROW, ROOT, ServeContainer, iris_case_base
 

@@ -5,15 +5,13 @@ backend never loads AWS code.
 """
 from __future__ import annotations
 
-import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
 
 from qcbr.cli import print_json
 
-DEFAULT_ZIP = "build/qcbr-lambda.zip"
+DEFAULT_ZIP = "$QCBR_HOME/lambda/qcbr-lambda.zip"
 
 
 def _aws_backend():
@@ -92,7 +90,12 @@ def cmd_lambda_package(args) -> int:
     from qcbr.storage import atomic_write_bytes
 
     package = build()
-    out = Path(args.out)
+    if args.out:
+        out = Path(args.out)
+    else:
+        from qcbr.config import load_config
+
+        out = load_config().home / "lambda" / "qcbr-lambda.zip"
     atomic_write_bytes(out, package.data)
     summary = {"Path": str(out), "Sha256": package.sha256, "Bytes": len(package.data), "Files": package.files,
                "LeftOut": package.skipped,
@@ -137,6 +140,6 @@ def register(subparsers) -> None:
     lam = subparsers.add_parser("lambda", help="the API's Lambda functions")
     lsub = lam.add_subparsers(dest="lambda_command", metavar="COMMAND", required=True)
     p = lsub.add_parser("package", help="build the deterministic Lambda zip (both handlers)")
-    p.add_argument("--out", default=DEFAULT_ZIP, help=f"zip path (default {DEFAULT_ZIP})")
+    p.add_argument("--out", default=None, help=f"zip path (default {DEFAULT_ZIP})")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_lambda_package)
