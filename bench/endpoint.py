@@ -129,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--qubits", type=int, default=8)
     ap.add_argument("--alpha", type=float, default=0.5, help="fixed zz bandwidth (no CV in the bench)")
     ap.add_argument("--k", type=int, default=5)
-    ap.add_argument("--requests", type=int, default=1200, help="timed requests per target and concurrency")
+    ap.add_argument("--requests", type=int, default=800, help="timed requests per target and concurrency")
+    ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds the requests are split into")
     ap.add_argument("--warmup", type=int, default=50, help="untimed requests per client first")
     ap.add_argument("--clients", default="1,8")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (models, capture)")
@@ -246,19 +247,43 @@ def main(argv: list[str] | None = None) -> int:
               f"held-out accuracy {acc_q:.3f}; server up in {ours_up:.1f}s (data capture on)")
         print(f"mlflow {mlflow.__version__}: KNeighborsClassifier(k={args.k}) via `mlflow models serve "
               f"--env-manager local`; held-out accuracy {acc_k:.3f}; server up in {ml_up:.1f}s")
-        print(f"machine: {os.cpu_count()} CPUs (shared); {args.requests} timed requests per row after "
-              f"{args.warmup} warm-up requests per client\n")
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        print(f"machine: {os.cpu_count()} CPUs, load average {load:.1f} at start; {args.requests} timed requests "
+              f"per row in {args.rounds} interleaved rounds, after {args.warmup} warm-up requests per client\n")
+
+        def server_stats() -> dict:
+            import urllib.request
+
+            with urllib.request.urlopen(f"http://127.0.0.1:{ours_port}/info", timeout=10) as r:
+                return json.loads(r.read())["stats"]
 
         results: list[Result] = []
+        batch_notes = []
         for clients in levels:
-            per_client = max(1, args.requests // clients)
-            for name, make in targets.items():
-                lat, wall, errors = run_load(make, clients, per_client, args.warmup)
+            per_round = max(1, args.requests // (clients * args.rounds))
+            lat_acc = {name: [] for name in targets}
+            wall_acc = dict.fromkeys(targets, 0.0)
+            err_acc: dict[str, list[str]] = {name: [] for name in targets}
+            before = server_stats()
+            for rnd in range(args.rounds):  # interleaved rounds: drifting machine load hits all alike
+                for name, make in targets.items():
+                    lat, wall, errors = run_load(make, clients, per_round, args.warmup if rnd == 0 else 0)
+                    lat_acc[name].append(lat)
+                    wall_acc[name] += wall
+                    err_acc[name] += errors
+            after = server_stats()
+            n_batches = after["batches"] - before["batches"]
+            batch_notes.append(f"{clients} client(s): {after['requests'] - before['requests']} requests to qcbr "
+                               f"in {n_batches} model calls "
+                               f"(mean batch {(after['rows'] - before['rows']) / max(n_batches, 1):.2f} rows)")
+            for name in targets:
+                lat = np.concatenate(lat_acc[name])
                 results.append(Result(
-                    name, clients, clients * per_client, len(errors),
+                    name, clients, clients * per_round * args.rounds, len(err_acc[name]),
                     float(np.percentile(lat, 50)) if len(lat) else float("nan"),
                     float(np.percentile(lat, 99)) if len(lat) else float("nan"),
-                    len(lat) / wall, errors[0] if errors else None))
+                    len(lat) / wall_acc[name] if wall_acc[name] else 0.0,
+                    err_acc[name][0] if err_acc[name] else None))
 
         header = f"{'target':<22}{'clients':>8}{'requests':>10}{'errors':>8}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}"
         print(header)
@@ -287,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {clients} client(s): p50 +{g.p50 - d.p50:.2f} ms, p99 +{g.p99 - d.p99:.2f} ms, "
                   f"throughput x{g.throughput / d.throughput:.2f}")
 
+        print("\nbatching in our server: " + "; ".join(batch_notes))
         captured = sum(p.read_bytes().count(b"\n") for p in (tmp / "capture").rglob("*.jsonl"))
         stop(ours)
         captured_after = sum(p.read_bytes().count(b"\n") for p in (tmp / "capture").rglob("*.jsonl"))

@@ -110,6 +110,7 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qcbr-model")
         self.batches = 0
         self.requests = 0
+        self.rows = 0
 
     async def submit(self, rows: list[list[Any]], top_k: int | None) -> list[dict]:
         loop = asyncio.get_running_loop()
@@ -142,6 +143,7 @@ class Batcher:
         rows = batch[0][0] if len(batch) == 1 else [r for item in batch for r in item[0]]
         self.batches += 1
         self.requests += len(batch)
+        self.rows += len(rows)
         try:
             out = await loop.run_in_executor(self._executor, self._predict, rows, top_k)
         except Exception as exc:
@@ -250,7 +252,6 @@ def create_app(
         "max_rows": max_rows,
         "capture": capture is not None,
     }
-    info_bytes = dumps_json(info)
     variant_header = {VARIANT_HEADER: variant}
 
     from contextlib import asynccontextmanager
@@ -295,7 +296,11 @@ def create_app(
 
     @app.get("/info")
     async def get_info() -> Response:
-        return Response(info_bytes, media_type=_JSON)
+        stats = {"requests": batcher.requests, "batches": batcher.batches, "rows": batcher.rows}
+        if capture is not None:
+            stats.update(capture_written=capture.written, capture_errors=capture.errors,
+                         capture_last_error=capture.last_error)
+        return Response(dumps_json({**info, "stats": stats}), media_type=_JSON)
 
     def _unknown_endpoint(name: str) -> Response:
         return error_response(
