@@ -39,7 +39,7 @@ class AwsBackend:
         self.jobs = TrainingJobs(self.clients, self.datasets.store, self.config)
         self.endpoints = Endpoints(self.clients, self.datasets.store, self.config, self.describe_model_version)
         self.registry = Registry(self.clients, self.datasets.store, self.config, self.jobs,
-                                 self.endpoints.endpoints_for_version)
+                                 self.endpoints.version_map)
         self.predictions = Predictions(self.clients, self.datasets.store, self.endpoints)
 
     def __repr__(self) -> str:

@@ -126,16 +126,20 @@ class Endpoints:
         found = {n for n in self._pipeline_names() if n not in recorded and self._discovered(n) is not None}
         return sorted(recorded | found)
 
-    def endpoints_for_version(self, version: int) -> list[str]:
-        out = []
+    def version_map(self) -> dict[int, list[str]]:
+        """model version -> the endpoints serving it (one pass over the project's endpoints)."""
+        out: dict[int, list[str]] = {}
         for name in self.names():
             try:
                 record = self._read(name)
             except NotFoundError:
                 continue
-            if record.get("ModelPackageVersion") == int(version):
-                out.append(name)
+            if record.get("ModelPackageVersion") is not None:
+                out.setdefault(int(record["ModelPackageVersion"]), []).append(name)
         return out
+
+    def endpoints_for_version(self, version: int) -> list[str]:
+        return self.version_map().get(int(version), [])
 
     def _endpoint_tags(self, stage: str) -> list[dict]:
         return [{"Key": "qcbr:project", "Value": self.config.project}, {"Key": "qcbr:stage", "Value": stage},

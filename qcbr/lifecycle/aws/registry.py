@@ -25,12 +25,12 @@ ACCURACY_METRIC = "validation:accuracy"
 
 
 class Registry:
-    def __init__(self, clients: AwsClients, store: Any, config: Any, jobs: Any, endpoints_of: Any):
+    def __init__(self, clients: AwsClients, store: Any, config: Any, jobs: Any, endpoint_map: Any):
         self.clients = clients
         self.store = store
         self.config = config
         self.jobs = jobs
-        self.endpoints_of = endpoints_of  # version -> [endpoint names] (the endpoints part knows)
+        self.endpoint_map = endpoint_map  # () -> {version: [endpoint names]} (the endpoints part knows)
         self.group = config.project
         self._group_arn: str | None = None
 
@@ -194,7 +194,7 @@ class Registry:
                             "Time": iso(raw.get("LastModifiedTime")) or iso(raw.get("CreationTime"))})
         return entries
 
-    def _record(self, raw: dict) -> dict:
+    def _record(self, raw: dict, endpoints: dict[int, list[str]] | None = None) -> dict:
         version = int(raw["ModelPackageVersion"])
         extra = get_json(self.store, self._key(version, "record.json"), default={}) or {}
         customer = raw.get("CustomerMetadataProperties") or {}
@@ -204,7 +204,7 @@ class Registry:
             "TrainingJobName": customer.get("TrainingJobName"), "MlflowRunId": None,
         })
         lineage.setdefault("MlflowRunId", None)
-        lineage["Endpoints"] = self.endpoints_of(version)
+        lineage["Endpoints"] = (self.endpoint_map() if endpoints is None else endpoints).get(version, [])
         return {
             "ModelPackageGroupName": raw.get("ModelPackageGroupName") or self.group,
             "ModelPackageVersion": version,
@@ -237,9 +237,11 @@ class Registry:
         if not arns:
             return []
 
+        endpoints = self.endpoint_map()
+
         def one(arn: str) -> dict:
             with translate(f"describing {arn}"):
-                return self._record(self.clients.sagemaker.describe_model_package(ModelPackageName=arn))
+                return self._record(self.clients.sagemaker.describe_model_package(ModelPackageName=arn), endpoints)
 
         with ThreadPoolExecutor(max_workers=min(8, len(arns))) as pool:
             out = list(pool.map(one, arns))

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from qcbr.errors import ConfigError, NotFoundError, StateError
-from qcbr.lifecycle.aws.clients import AwsClients, is_not_found, translate
+from qcbr.lifecycle.aws.clients import AwsClients, translate
 from qcbr.lifecycle.aws.records import (append_audit, check_name, get_json, iso, put_json, slug, stamp)
 from qcbr.roles import Actor, require
 
@@ -251,9 +251,11 @@ class TrainingJobs:
                 events = logs.get_log_events(logGroupName=LOG_GROUP, logStreamName=stream["logStreamName"],
                                              limit=max_lines, startFromHead=False)
                 lines += [(e.get("timestamp", 0), e.get("message", "").rstrip("\n")) for e in events.get("events", [])]
-        except Exception as exc:  # no log group yet, or no logs:GetLogEvents permission
-            if is_not_found(exc) or hasattr(exc, "response"):
-                return ""
+        except Exception as exc:  # no log group yet, no logs:GetLogEvents permission, logs unreachable
+            from botocore.exceptions import BotoCoreError, ClientError
+
+            if isinstance(exc, (BotoCoreError, ClientError)):
+                return ""  # the tail is a convenience: never fail a describe for it
             raise
         lines.sort(key=lambda item: item[0])
         return "\n".join(message for _, message in lines[-max_lines:])
