@@ -71,6 +71,9 @@ def run_checks(env: dict[str, str] | None = None) -> list[Item]:
     if config.aws_endpoint_url:
         items.append(Item("endpoint url", INFO, "AWS_ENDPOINT_URL",
                           f"{config.aws_endpoint_url} (every AWS call goes there instead of AWS; unset it for real AWS)"))
+    else:
+        items.append(Item("endpoint url", INFO, "AWS_ENDPOINT_URL",
+                          "not set: calls go to AWS (set it only to use another endpoint, e.g. moto's server)"))
     instance = config.aws_instance_type
     if INSTANCE_RE.match(instance or ""):
         items.append(Item("instance type", OK, "QCBR_AWS_INSTANCE_TYPE", instance))
