@@ -76,6 +76,8 @@ FALLBACK_ALPHA = 0.35
 MAX_AUTO_QUBITS = 8
 #: CV runs on a stratified subsample of at most this many cases (its Gram matrix is n x n)
 CV_MAX_CASES = 2000
+#: the variational classifier trains on a stratified subsample of at most this many cases
+VQC_MAX_CASES = 2000
 #: kernel diagnostics use at most this many cases
 DIAG_MAX_CASES = 400
 #: amplitude input = centred angles plus this constant component, so every row has a state
@@ -280,8 +282,15 @@ class QCBRClassifier(ClassifierMixin, BaseEstimator):
         from qcbr.variational import ReuploadingClassifier
 
         vqc = ReuploadingClassifier(self.n_qubits_, int(self.reps), random_state=seed)
-        return vqc.fit(self._angles(self.X_memory_), self.y_memory_, n_classes=len(self.classes_),
-                       init=init, progress=report)
+        A, y = self._angles(self.X_memory_), self.y_memory_
+        if len(y) > VQC_MAX_CASES:
+            from sklearn.model_selection import train_test_split
+
+            strat = y if np.bincount(y).min() >= 2 else None
+            keep, _ = train_test_split(np.arange(len(y)), train_size=VQC_MAX_CASES, stratify=strat,
+                                       random_state=seed)
+            A, y = A[np.sort(keep)], y[np.sort(keep)]
+        return vqc.fit(A, y, n_classes=len(self.classes_), init=init, progress=report)
 
     def _angles(self, Xm: np.ndarray) -> np.ndarray:
         """Feature-map input -> the preprocessed angles (what the variational classifier reads)."""

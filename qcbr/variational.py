@@ -43,8 +43,8 @@ class ReuploadingClassifier:
     loss kept (the loss landscape has local minima).
     """
 
-    def __init__(self, n_qubits: int, n_layers: int = 2, *, l2: float = 1e-3, maxiter: int = 300,
-                 restarts: int = 2, random_state: int | None = None):
+    def __init__(self, n_qubits: int, n_layers: int = 2, *, l2: float = 1e-3, maxiter: int = 100,
+                 restarts: int = 1, random_state: int | None = None):
         if n_qubits < 1 or n_layers < 1:
             raise ValueError(f"need n_qubits >= 1 and n_layers >= 1, got {n_qubits}, {n_layers}")
         self.n_qubits = int(n_qubits)
@@ -81,31 +81,49 @@ class ReuploadingClassifier:
         return np.concatenate([W.ravel(), b.ravel(), theta.ravel()])
 
     # ------------------------------------------------------------ simulation
+    # States are held as (2**n, rows): the rows are the contiguous axis, so every gate is a few
+    # long vectorised passes whatever the qubit (a (rows, 2**n) layout leaves inner loops of
+    # length 2 for low qubits, which numpy runs an order of magnitude slower).
+
+    def _halves(self, psi: np.ndarray, q: int) -> tuple[np.ndarray, np.ndarray]:
+        """Real views (2**(n-1-q), 2**q, 2*rows) of the amplitudes with qubit q = 0 and = 1."""
+        v = psi.view(np.float64).reshape(2 ** (self.n_qubits - 1 - q), 2, 2**q, 2 * psi.shape[1])
+        return v[:, 0], v[:, 1]
+
     def _ry(self, psi: np.ndarray, q: int, c: np.ndarray, s: np.ndarray) -> np.ndarray:
-        """RY with a per-row angle on qubit q: psi (B, 2**n) -> new array."""
-        B = psi.shape[0]
-        v = psi.reshape(B, 2 ** (self.n_qubits - 1 - q), 2, 2**q)
-        p0, p1 = v[:, :, 0, :], v[:, :, 1, :]
-        c = c[:, None, None]
-        s = s[:, None, None]
-        out = np.empty_like(v)
-        out[:, :, 0, :] = c * p0 - s * p1
-        out[:, :, 1, :] = s * p0 + c * p1
-        return out.reshape(B, -1)
+        """RY with a per-row angle on qubit q, in place on psi (2**n, rows) complex.
+
+        RY is real, so it acts on real and imaginary parts alike: working on the float view
+        halves the arithmetic of complex-times-real products. c, s: (2*rows,) cos/sin of a/2,
+        each repeated for the real and imaginary part.
+        """
+        p0, p1 = self._halves(psi, q)
+        old0 = p0.copy()
+        p0 *= c
+        p0 -= s * p1
+        p1 *= c
+        old0 *= s
+        p1 += old0
+        return psi
 
     def _diag(self, theta_l: np.ndarray) -> np.ndarray:
         """The layer's RZ gates and CZ chain as one diagonal (they all commute)."""
         return self._cz * np.exp(-0.5j * (theta_l @ self._z))
 
+    @staticmethod
+    def _cs(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.repeat(np.cos(a / 2), 2), np.repeat(np.sin(a / 2), 2)
+
     def _forward(self, X: np.ndarray, W, b, theta) -> tuple[np.ndarray, np.ndarray]:
+        """Final states (2**n, rows) and the rotation angles (L, rows, n)."""
         B = X.shape[0]
-        psi = np.zeros((B, 2**self.n_qubits), dtype=np.complex128)
-        psi[:, 0] = 1.0
-        A = np.einsum("lqd,bd->lbq", W, X) + b[:, None, :]  # (L, B, n) rotation angles
+        psi = np.zeros((2**self.n_qubits, B), dtype=np.complex128)
+        psi[0] = 1.0
+        A = np.einsum("lqd,bd->lbq", W, X) + b[:, None, :]
         for l in range(self.n_layers):
             for q in range(self.n_qubits):
-                psi = self._ry(psi, q, np.cos(A[l, :, q] / 2), np.sin(A[l, :, q] / 2))
-            psi = psi * self._diag(theta[l])
+                self._ry(psi, q, *self._cs(A[l, :, q]))
+            psi *= self._diag(theta[l])[:, None]
         return psi, A
 
     def statevectors(self, X: Any) -> np.ndarray:
@@ -113,15 +131,13 @@ class ReuploadingClassifier:
         self._check_fitted()
         X = self._check_X(X)
         W, b, theta = self._unpack(self.params_, self.n_features_in_)
-        return self._forward(X, W, b, theta)[0]
+        return np.ascontiguousarray(self._forward(X, W, b, theta)[0].T)
 
     def _class_probs(self, psi: np.ndarray, n_classes: int) -> np.ndarray:
-        p = (psi.real**2 + psi.imag**2)
-        owner = np.arange(p.shape[1]) % n_classes
-        P = np.zeros((p.shape[0], n_classes))
-        for c in range(n_classes):
-            P[:, c] = p[:, owner == c].sum(axis=1)
-        return P
+        """(rows, classes) from states (2**n, rows)."""
+        p = psi.real**2 + psi.imag**2
+        owner = np.arange(p.shape[0]) % n_classes
+        return np.stack([p[owner == c].sum(axis=0) for c in range(n_classes)], axis=1)
 
     def _loss_grad(self, v: np.ndarray, X: np.ndarray, y: np.ndarray, n_classes: int) -> tuple[float, np.ndarray]:
         d = X.shape[1]
@@ -131,35 +147,32 @@ class ReuploadingClassifier:
         P = self._class_probs(psi, n_classes)
         py = P[np.arange(B), y] + 1e-12
         loss = -np.mean(np.log(py)) + self.l2 * float(np.sum(W * W))
-        # dL/dp_i for each basis probability; lambda = dL/dp * psi is the adjoint state
-        owner = np.arange(psi.shape[1]) % n_classes
-        g = np.where(owner[None, :] == y[:, None], (-1.0 / (B * py))[:, None], 0.0)
+        # dL/dp_i for each basis probability; lam = dL/dp * psi is the adjoint state
+        owner = np.arange(psi.shape[0]) % n_classes
+        g = np.where(owner[:, None] == y[None, :], (-1.0 / (B * py))[None, :], 0.0)
         lam = g * psi
         gW = np.zeros_like(W)
         gb = np.zeros_like(b)
         gtheta = np.zeros_like(theta)
         for l in range(self.n_layers - 1, -1, -1):
-            D = self._diag(theta[l])
-            # d/dtheta_q of D = (-i/2) z_q D; gradient 2 Re <lam | dD psi_in> = Im(sum conj(lam) psi_out z_q)
-            G = (lam.conj() * psi) @ self._z.T
-            gtheta[l] = G.imag.sum(axis=0)
-            Dc = D.conj()
-            psi = psi * Dc
-            lam = lam * Dc
+            # d/dtheta_q of D = (-i/2) z_q D, so 2 Re <lam | dD psi_in> = sum Im(conj(lam) psi_out) z_q
+            im = lam.real * psi.imag - lam.imag * psi.real
+            gtheta[l] = (self._z @ im).sum(axis=1)
+            Dc = self._diag(theta[l]).conj()[:, None]
+            psi *= Dc
+            lam *= Dc
             for q in range(self.n_qubits - 1, -1, -1):
-                c, s = np.cos(A[l, :, q] / 2), np.sin(A[l, :, q] / 2)
-                psi = self._ry(psi, q, c, -s)  # undo the gate: RY(a)^T = RY(-a)
-                # dRY/da = 1/2 [[-s, -c], [c, -s]]
-                nB = 2 ** (self.n_qubits - 1 - q)
-                pv = psi.reshape(B, nB, 2, 2**q)
-                lv = lam.reshape(B, nB, 2, 2**q)
-                cc, ss = c[:, None, None], s[:, None, None]
-                d0 = 0.5 * (-ss * pv[:, :, 0, :] - cc * pv[:, :, 1, :])
-                d1 = 0.5 * (cc * pv[:, :, 0, :] - ss * pv[:, :, 1, :])
-                ga = 2.0 * np.real(np.sum(lv[:, :, 0, :].conj() * d0 + lv[:, :, 1, :].conj() * d1, axis=(1, 2)))
+                c, s = self._cs(A[l, :, q])
+                # dRY(a)/da psi_in = RY(pi)/2 psi_out, hence per row
+                # dL/da = 2 Re <lam | dRY psi_in> = sum Re(conj(lam1) psi0 - conj(lam0) psi1)
+                p0, p1 = self._halves(psi, q)
+                l0, l1 = self._halves(lam, q)
+                ga2 = np.einsum("hkb,hkb->b", l1, p0) - np.einsum("hkb,hkb->b", l0, p1)
+                ga = ga2[0::2] + ga2[1::2]
                 gW[l, q] = ga @ X
                 gb[l, q] = ga.sum()
-                lam = self._ry(lam, q, c, -s)
+                self._ry(psi, q, c, -s)  # undo the gate: RY(a)^T = RY(-a)
+                self._ry(lam, q, c, -s)
         gW += 2.0 * self.l2 * W
         return float(loss), np.concatenate([gW.ravel(), gb.ravel(), gtheta.ravel()])
 
@@ -212,7 +225,10 @@ class ReuploadingClassifier:
         return self
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        return self._class_probs(self.statevectors(X), self.n_classes_)
+        self._check_fitted()
+        X = self._check_X(X)
+        W, b, theta = self._unpack(self.params_, self.n_features_in_)
+        return self._class_probs(self._forward(X, W, b, theta)[0], self.n_classes_)
 
     def predict(self, X: Any) -> np.ndarray:
         return np.argmax(self.predict_proba(X), axis=1)
