@@ -46,6 +46,9 @@ def _sidebar(actor) -> None:
             auth.logout()
 
 
+from dashboard.state import start_qiskit_import  # noqa: E402
+
+start_qiskit_import()  # in a thread that outlives every rerun (see dashboard.state._QiskitKeeper)
 actor = auth.current_actor()
 if actor is None:
     page = st.navigation([st.Page(auth.login_page, title="Log in", url_path="login", icon=":material/login:")],

@@ -112,6 +112,55 @@ def clear_listings() -> None:
     _listing_cache().clear()
 
 
+# --------------------------------------------------------------------------- qiskit import
+class _QiskitKeeper:
+    """Imports qiskit in a thread that never exits.
+
+    qiskit 2.6's Rust extension keeps per-thread state from the thread that first imported it:
+    once that thread has exited, creating a ParameterVector in any later thread segfaults the
+    whole process. Streamlit runs every rerun in a fresh thread, so the first page to import
+    qiskit would crash the second rerun. Importing it here, in a thread that lives as long as the
+    process, keeps that state valid for every script thread after it.
+    """
+
+    def __init__(self) -> None:
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+        threading.Thread(target=self._run, name="qcbr-qiskit-keeper", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            import qiskit  # noqa: F401
+            from qiskit.circuit import ParameterVector
+
+            ParameterVector("warmup", 1)
+        except BaseException as exc:  # noqa: BLE001 - reported to the page that needs qiskit
+            self.error = exc
+        finally:
+            self.ready.set()
+        threading.Event().wait()  # stay alive for the life of the process
+
+    def wait(self, timeout: float = 120.0) -> None:
+        self.ready.wait(timeout)
+        if self.error is not None:
+            raise self.error
+
+
+@st.cache_resource(show_spinner=False)
+def _qiskit_keeper() -> _QiskitKeeper:
+    return _QiskitKeeper()
+
+
+def start_qiskit_import() -> None:
+    """Begin importing qiskit in the keeper thread (non-blocking; the app calls it on start)."""
+    _qiskit_keeper()
+
+
+def qiskit_ready() -> None:
+    """Block until qiskit is imported by the keeper thread; pages call it before any qiskit use."""
+    _qiskit_keeper().wait()
+
+
 # --------------------------------------------------------------------------- first start
 @st.cache_resource(show_spinner=False)
 def initial_accounts(home: str) -> bool:

@@ -9,11 +9,16 @@ import streamlit as st
 from dashboard import components as ui
 from dashboard import figures
 from dashboard.auth import guard
-from dashboard.state import config, tasks
+from dashboard.state import config, qiskit_ready, tasks
 
 actor = guard("circuits")
 st.title("Circuits & similarity")
 backend = ui.backend_or_stop()
+try:
+    qiskit_ready()  # qiskit must be imported by a long-lived thread, never by this rerun's thread
+except Exception as exc:  # noqa: BLE001
+    ui.show_error(exc, "load qiskit")
+    st.stop()
 
 try:
     from qcbr.encoding import ENTANGLEMENTS, FEATURE_MAPS, get_feature_map

@@ -74,6 +74,7 @@ with st.expander("Launch a training run", expanded=not jobs, icon=":material/roc
             with ui.attempt("launch the run"):
                 job = backend.create_training_job(actor, dataset, hps, job_name=job_name.strip() or None)
                 st.session_state["qcbr_training_job"] = job["TrainingJobName"]
+                st.session_state["qcbr_training_focus"] = job["TrainingJobName"]
                 clear_listings()
                 st.toast(f"Launched {job['TrainingJobName']}", icon=":material/rocket_launch:")
                 st.rerun()
@@ -89,8 +90,12 @@ current = st.session_state.get("qcbr_training_job")
 if current not in names and names:
     running = [j["TrainingJobName"] for j in jobs if j.get("TrainingJobStatus") in RUNNING]
     current = running[0] if running else names[0]
-watched = st.selectbox("Follow run", names, index=names.index(current) if current in names else 0,
-                       key="train_watch") if names else current
+focus = st.session_state.pop("qcbr_training_focus", None)
+if focus in names:
+    st.session_state["train_watch"] = focus
+elif st.session_state.get("train_watch") not in names and current in names:
+    st.session_state["train_watch"] = current
+watched = st.selectbox("Follow run", names, key="train_watch") if names else current
 
 
 def live_panel() -> None:
