@@ -302,6 +302,8 @@ def _merge(ai: np.ndarray, as_: np.ndarray, bi: np.ndarray, bs: np.ndarray, k: i
 # ----------------------------------------------------------------------------------------------
 
 METHODS = ("compute_uncompute", "swap")
+#: pairs per simulator run; one run covers every request of ordinary size
+MAX_BINDINGS_PER_RUN = 50_000
 
 
 def _fake_backends() -> dict[str, str]:
@@ -444,34 +446,33 @@ def sampled_fidelity_matrix(XQ: Any, XS: Any, feature_map: FeatureMap, shots: in
     else:
         tqc = transpile(qc, backend=sim, optimization_level=1 if target else 0,
                         seed_transpiler=tseed)
-    # bindings for every pair, row-major over (query, case)
-    binds: dict[Any, list[float]] = {}
-    xs = np.repeat(PQ, N, axis=0)
-    ys = np.tile(PS, (Q, 1))
+    # bindings for every pair, row-major over (query, case); very large requests go in a few
+    # runs of MAX_BINDINGS_PER_RUN (bounded memory, progress), never one run per pair
     present = set(tqc.parameters)
-    for j, p in enumerate(px):
-        if p in present:
-            binds[p] = xs[:, j].tolist()
-    for j, p in enumerate(py):
-        if p in present:
-            binds[p] = ys[:, j].tolist()
+    cols = [(p, PQ, j) for j, p in enumerate(px) if p in present] + \
+           [(p, PS, j) for j, p in enumerate(py) if p in present]
+    total = Q * N
+    p0 = np.empty(total)
+    runs = max(1, -(-total // MAX_BINDINGS_PER_RUN))
     if progress:
-        progress(0.0, f"sampling {Q * N} pairs x {shots} shots on qiskit-aer")
-    run_kw: dict[str, Any] = {"shots": int(shots)}
-    if seed is not None:
-        run_kw["seed_simulator"] = int(seed)
-    if binds:
-        run_kw["parameter_binds"] = [binds]
-    result = sim.run(tqc, **run_kw).result()
-    if not result.success:  # pragma: no cover - simulator failure
-        raise SimilarityError(f"qiskit-aer failed: {result.status}")
-    p0 = np.empty(Q * N)
-    for i, r in enumerate(result.results):
-        p0[i] = r.data.counts.get("0x0", 0) / shots
-    if len(result.results) == 1 and Q * N > 1:  # no free parameters left: same circuit for all
-        p0[:] = p0[0]
-    if progress:
-        progress(1.0, "sampling done")
+        progress(0.0, f"sampling {total:,} pairs x {shots} shots on qiskit-aer")
+    for r in range(runs):
+        lo, hi = r * total // runs, (r + 1) * total // runs
+        flat = np.arange(lo, hi)
+        qi, si = flat // N, flat % N
+        run_kw: dict[str, Any] = {"shots": int(shots)}
+        if seed is not None:  # reproducible, and a different seed for every run
+            run_kw["seed_simulator"] = int(seed) + lo
+        if cols:
+            run_kw["parameter_binds"] = [{
+                p: (src[qi, j] if src is PQ else src[si, j]).tolist() for p, src, j in cols}]
+        result = sim.run(tqc, **run_kw).result()
+        if not result.success:  # pragma: no cover - simulator failure
+            raise SimilarityError(f"qiskit-aer failed: {result.status}")
+        counts = [res.data.counts.get("0x0", 0) for res in result.results]
+        p0[lo:hi] = np.asarray(counts if cols else counts * (hi - lo), dtype=float) / shots
+        if progress:
+            progress(hi / total, f"sampled {hi:,} of {total:,} pairs")
     F = p0 if method == "compute_uncompute" else np.clip(2.0 * p0 - 1.0, 0.0, 1.0)
     return F.reshape(Q, N)
 

@@ -251,3 +251,17 @@ def test_effective_rank_and_flat_kernels():
         kernel_diagnostics(np.ones(3))
     with pytest.raises(SimilarityError, match="NaN"):
         kernel_diagnostics(np.array([[1.0, np.nan], [np.nan, 1.0]]))
+
+
+def test_large_requests_split_into_few_runs_with_progress(monkeypatch):
+    fm = get_feature_map("angle", 2)
+    XQ, XS = _rows(fm, 3, 21), _rows(fm, 5, 22)
+    monkeypatch.setattr(sim, "MAX_BINDINGS_PER_RUN", 4)  # 15 pairs -> 4 runs
+    seen = []
+    split = sampled_fidelity_matrix(XQ, XS, fm, shots=2000, seed=9,
+                                    progress=lambda f, msg: seen.append((f, msg)))
+    assert np.array_equal(split, sampled_fidelity_matrix(XQ, XS, fm, shots=2000, seed=9))
+    K = fidelity_matrix(XQ, XS, fm)
+    assert np.all(np.abs(split - K) <= _binomial_bound(K, 2000))
+    assert [f for f, _ in seen] == [0.0, 3 / 15, 7 / 15, 11 / 15, 1.0]
+    assert "15 pairs x 2000 shots" in seen[0][1]
