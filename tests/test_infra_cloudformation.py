@@ -65,7 +65,7 @@ def _statements(template: dict) -> list[tuple[str, dict]]:
 
 # actions that AWS only grants on "*" (no resource-level permissions)
 STAR_OK = {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData", "sagemaker:ListTrainingJobs",
-           "sagemaker:ListModelPackages"}
+           "sagemaker:ListModelPackages", "sagemaker:ListEndpoints"}
 
 
 @pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.name)

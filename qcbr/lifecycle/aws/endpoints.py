@@ -18,7 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-from qcbr.errors import NotFoundError, StateError
+from qcbr.errors import ConfigError, NotFoundError, StateError
 from qcbr.lifecycle.aws.clients import AwsClients, is_not_found, translate
 from qcbr.lifecycle.aws.records import (append_audit, check_name, get_json, iso, put_json, resource_name,
                                         utcnow)
@@ -123,7 +123,11 @@ class Endpoints:
 
     def names(self) -> list[str]:
         recorded = set(self._recorded_names())
-        found = {n for n in self._pipeline_names() if n not in recorded and self._discovered(n) is not None}
+        try:
+            pipeline = self._pipeline_names()
+        except ConfigError:
+            pipeline = []  # no sagemaker:ListEndpoints: this caller sees the endpoints qcbr recorded
+        found = {n for n in pipeline if n not in recorded and self._discovered(n) is not None}
         return sorted(recorded | found)
 
     def version_map(self) -> dict[int, list[str]]:
@@ -193,8 +197,6 @@ class Endpoints:
 
     def _role(self) -> str:
         if not self.config.aws_role_arn:
-            from qcbr.errors import ConfigError
-
             raise ConfigError("set QCBR_AWS_ROLE_ARN (the SageMaker execution role); run `qcbr aws check`")
         return self.config.aws_role_arn
 
