@@ -101,7 +101,7 @@ def fwht(v: np.ndarray) -> np.ndarray:
     """Unnormalised Walsh-Hadamard transform along the last axis (length 2**n), in place.
 
     ``H^{(x)n} = fwht / sqrt(2**n)``. Plain butterflies over all rows at once; used for small
-    arrays (tree angles). States use ``_wht_rows``, which runs the same transform as GEMMs.
+    arrays (tree angles). States use ``_wht_cols``, which runs the same transform as GEMMs.
     """
     d = v.shape[-1]
     lead = v.shape[:-1]
@@ -127,15 +127,13 @@ def _hadamard(k: int) -> np.ndarray:
     return H
 
 
-_HCACHE: dict[tuple[int, bool], np.ndarray] = {}
+_HCACHE: dict[int, np.ndarray] = {}
 
 
-def _hblock(k: int, interleaved: bool) -> np.ndarray:
-    key = (k, interleaved)
-    if key not in _HCACHE:
-        H = _hadamard(k)
-        _HCACHE[key] = np.ascontiguousarray(np.kron(H, np.eye(2)) if interleaved else H)
-    return _HCACHE[key]
+def _hblock(k: int) -> np.ndarray:
+    if k not in _HCACHE:
+        _HCACHE[k] = np.ascontiguousarray(_hadamard(k))
+    return _HCACHE[k]
 
 
 def _wht_cols(z: np.ndarray) -> np.ndarray:
@@ -155,7 +153,7 @@ def _wht_cols(z: np.ndarray) -> np.ndarray:
     for c in sizes:
         above = d >> (s + c)
         blk = cur.reshape(above, 2**c, (1 << s) * 2 * m)
-        cur = np.matmul(_hblock(c, False), blk) if above > 1 else _hblock(c, False) @ blk[0]
+        cur = np.matmul(_hblock(c), blk) if above > 1 else _hblock(c) @ blk[0]
         s += c
     return np.ascontiguousarray(cur).reshape(d, 2 * m).view(np.complex128)
 
@@ -448,7 +446,8 @@ class ZZMap(FeatureMap):
         return np.concatenate([Xc, Y[:, ii] * Y[:, jj]], axis=1)
 
     def phases(self, X: Any) -> np.ndarray:
-        """(m, 2**n) real phases of the diagonal layer."""
+        """(m, 2**n) real phases of the diagonal layer (the direct formula; ``diagonal`` is the
+        fast way to their exponentials)."""
         return self.alpha * (self.phase_features(X) @ self._phase_basis)
 
     def parameterized(self, prefix: str = "x") -> tuple[QuantumCircuit, ParameterVector]:
@@ -466,15 +465,6 @@ class ZZMap(FeatureMap):
         named = QuantumCircuit(self.n_qubits, name="ZZFeatureMap")  # register "q", like the others
         named.compose(qc, inplace=True)
         return named, vec
-
-    @cached_property
-    def _couplings(self) -> np.ndarray:
-        """(n, n) bool: coupled[j, L] for j < L."""
-        n = self.n_qubits
-        c = np.zeros((n, n), dtype=bool)
-        for i, j in self.pairs:
-            c[min(i, j), max(i, j)] = True
-        return c
 
     def diagonal(self, X: Any) -> np.ndarray:
         """complex128 (m, 2**n): exp(i * phases) without evaluating 2**n exponentials per row.

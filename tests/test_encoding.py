@@ -193,3 +193,30 @@ def test_feature_map_error_is_a_value_error_and_qcbr_error():
         get_feature_map("zz", 99)
     with pytest.raises(QCBRError):
         get_feature_map("zz", 99)
+
+
+@pytest.mark.parametrize("ent", ENTANGLEMENTS)
+@pytest.mark.parametrize("n", [1, 4, 5, 9, 12])
+def test_fast_diagonal_equals_the_phase_formula(n, ent):
+    """The doubling / half-split construction equals exp(i * alpha * phases) computed directly."""
+    fm = get_feature_map("zz", n, entanglement=ent, alpha=1.3)
+    X = np.random.default_rng(n).uniform(0, np.pi, (5, n))
+    assert np.max(np.abs(fm.diagonal(X) - np.exp(1j * fm.phases(X)))) <= 1e-11
+
+
+@pytest.mark.parametrize("n", [1, 3, 5, 6, 11, 13])
+def test_blocked_walsh_hadamard_equals_butterflies(n):
+    from qcbr.encoding import _wht_cols, fwht
+
+    rng = np.random.default_rng(n)
+    z = rng.normal(size=(2**n, 3)) + 1j * rng.normal(size=(2**n, 3))
+    ref = fwht(np.ascontiguousarray(z.T).copy()).T
+    assert np.max(np.abs(_wht_cols(np.ascontiguousarray(z)) - ref)) <= 1e-9 * 2 ** (n / 2)
+
+
+def test_twenty_qubits_is_the_limit_and_works():
+    fm = get_feature_map("zz", 20, entanglement="linear", alpha=0.3)
+    S = fm.statevectors(np.full((1, 20), 0.5))
+    assert S.shape == (1, 2**20) and abs(np.linalg.norm(S) - 1) < 1e-10
+    a = get_feature_map("angle", 20).statevectors(np.linspace(0, 3, 20))
+    assert abs(np.linalg.norm(a) - 1) < 1e-10
