@@ -113,7 +113,8 @@ def _fidelity_into(q: _Side, s: _Side, lo: int, hi: int, out: np.ndarray,
         # prod_i (cq cs + sq ss)^2: one rank-2 product per qubit
         qa, sa = q.cs, s.cs[:, lo:hi]
         np.matmul(qa[0], sa[0].T, out=out)
-        tmp = np.empty_like(out) if buf is None else buf.view(np.float64)[: out.size].reshape(out.shape)
+        tmp = (np.empty_like(out) if buf is None
+               else buf.view(np.float64)[: out.size].reshape(out.shape))
         for i in range(1, qa.shape[0]):
             np.matmul(qa[i], sa[i].T, out=tmp)
             out *= tmp
