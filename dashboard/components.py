@@ -219,3 +219,15 @@ def prediction_rows(records: Sequence[dict], ground_truth: Sequence[dict] | None
     else:
         frame["correct"] = pd.Series(dtype=object)
     return frame
+
+
+@st.cache_resource(show_spinner=False, max_entries=256)
+def figure(builder: str, *args: Any, **kwargs: Any):
+    """``dashboard.figures.<builder>(*args, **kwargs)``, built once per distinct input.
+
+    Building a Plotly figure costs 5-60 ms of validation; reruns redraw the same figures, so
+    they are reused (Streamlit only serialises them). Treat the returned figure as read-only.
+    """
+    from dashboard import figures
+
+    return getattr(figures, builder)(*args, **kwargs)

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import components as ui
-from dashboard import figures, profile
+from dashboard import profile
 from dashboard.auth import guard
 from dashboard.state import clear_listings, config
 
@@ -142,7 +142,7 @@ with upload_tab:
                 if sensitive != "(none)":
                     with ui.attempt("build the bias report"):
                         report = case_base.bias_report(sensitive)
-                        st.plotly_chart(figures.group_rates(profile.group_rates(case_base.frame, sensitive, label),
+                        st.plotly_chart(ui.figure("group_rates", profile.group_rates(case_base.frame, sensitive, label),
                                                            f"Label rates by {sensitive}"), key="cases_upload_bias")
                         bad = report["sensitive"]["four_fifths_violations"]
                         if bad:
@@ -177,19 +177,19 @@ with datasets_tab:
                        ("Classes", len(prof["class_balance"])),
                        ("Columns with gaps", sum(v > 0 for v in prof["missing"].values()))])
         left, right = st.columns(2)
-        left.plotly_chart(figures.class_balance(prof["class_balance"]), key="cases_balance")
-        right.plotly_chart(figures.missing_values(prof["missing"]), key="cases_missing_fig")
+        left.plotly_chart(ui.figure("class_balance", prof["class_balance"]), key="cases_balance")
+        right.plotly_chart(ui.figure("missing_values", prof["missing"]), key="cases_missing_fig")
         st.subheader("Distributions")
         by_name = {c["name"]: c for c in prof["columns"]}
         col = st.selectbox("Column", list(by_name), key="cases_dist_col")
         info = by_name[col]
         if "histogram" in info:
-            st.plotly_chart(figures.histogram(info["histogram"]["edges"], info["histogram"]["counts"], col),
+            st.plotly_chart(ui.figure("histogram", info["histogram"]["edges"], info["histogram"]["counts"], col),
                             key="cases_dist_fig")
             st.caption(f"min {info['min']:.4g} · mean {info['mean']:.4g} · max {info['max']:.4g} · "
                        f"std {info['std']:.4g} · {info['missing']:,} missing")
         elif "top" in info:
-            st.plotly_chart(figures.category_bars(info["top"], col), key="cases_dist_fig")
+            st.plotly_chart(ui.figure("category_bars", info["top"], col), key="cases_dist_fig")
             st.caption(f"{info['unique']:,} distinct values" + (f" ({info['other']:,} cases in smaller ones)"
                                                                  if info.get("other") else ""))
         else:
@@ -200,7 +200,7 @@ with datasets_tab:
         if sensitive != "(none)":
             with ui.attempt("build the bias report"):
                 report, rates = version_bias(home, chosen, version["Sha256"], sensitive)
-                st.plotly_chart(figures.group_rates(rates, f"Label rates by {sensitive}"), key="cases_bias_fig")
+                st.plotly_chart(ui.figure("group_rates", rates, f"Label rates by {sensitive}"), key="cases_bias_fig")
                 impact = report["sensitive"]["disparate_impact"]
                 st.dataframe(pd.DataFrame([{"class": k, **v} for k, v in impact.items()]), hide_index=True,
                              key="cases_impact")

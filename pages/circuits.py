@@ -7,7 +7,6 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import components as ui
-from dashboard import figures
 from dashboard.auth import guard
 from dashboard.state import config, qiskit_ready, tasks
 
@@ -33,6 +32,7 @@ DEVICES = ["fake_manila", "fake_lima", "fake_quito", "fake_nairobi", "fake_perth
 MAX_OPTIONS = 300  # case choices offered in the pickers (the nearest-case search covers every case)
 MEMORY_BUDGET = 1 << 23  # amplitudes held for the nearest-case search (128 MiB of complex128)
 DIAG_SAMPLE = 200
+MAX_IMAGE_WIDTH = 1400  # below st.image's own limit (1460 px)
 
 
 @st.cache_resource(show_spinner="Loading the dataset…", max_entries=4)
@@ -51,6 +51,14 @@ def angles(home: str, name: str, sha: str, n_components: int) -> tuple[np.ndarra
 def memory(home: str, name: str, sha: str, n_components: int, fm_key: str, limit: int):
     X = angles(home, name, sha, n_components)[0][:limit]
     return CaseMemory(feature_map_from(fm_key), X)
+
+
+@st.cache_resource(show_spinner="Searching the nearest cases…", max_entries=64)
+def nearest(home: str, name: str, sha: str, n_components: int, fm_key: str, limit: int, query: int,
+            k: int) -> list[tuple[int, float]]:
+    X = angles(home, name, sha, n_components)[0]
+    idx, scores = memory(home, name, sha, n_components, fm_key, limit).top_k(X[[query]], k + 1)
+    return [(int(i), float(s)) for i, s in zip(idx[0], scores[0]) if int(i) != query][:k]
 
 
 @st.cache_resource(show_spinner="Computing the kernel diagnostic…", max_entries=8)
@@ -81,6 +89,13 @@ def circuit_png(fm_key: str, x: tuple[float, ...]) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(buf.getvalue()))
+    if image.width > MAX_IMAGE_WIDTH:  # else st.image resizes it again on every rerun
+        image = image.resize((MAX_IMAGE_WIDTH, int(image.height * MAX_IMAGE_WIDTH / image.width)))
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
     return buf.getvalue()
 
 
@@ -178,25 +193,23 @@ with circuit_tab:
             cols[3].metric("Gates transpiled", sum(stats["t_ops"].values()))
         elif "device_error" in stats:
             st.warning(stats["device_error"])
-        st.plotly_chart(figures.gate_counts(stats["ops"], stats.get("t_ops")), key="circ_gates")
+        st.plotly_chart(ui.figure("gate_counts", stats["ops"], stats.get("t_ops")), key="circ_gates")
 
 # ----------------------------------------------------------------------------------- similarity
 with similarity_tab:
     if len(selected) >= 2:
         K = fidelity_matrix(X[selected], X[selected], fm)
-        st.plotly_chart(figures.similarity_heatmap(K, [f"{ids[i]} ({labels[i]})" for i in selected]),
+        st.plotly_chart(ui.figure("similarity_heatmap", K, [f"{ids[i]} ({labels[i]})" for i in selected]),
                         key="circ_heatmap")
     else:
         st.info("Pick at least two cases above to see their pairwise fidelities.")
     k = int(st.number_input("Nearest cases to show", min_value=1, max_value=25, value=8, key="circ_k"))
     limit = min(len(X), max(1, MEMORY_BUDGET // fm.dim)) if hasattr(fm, "dim") else len(X)
     with ui.attempt("search the nearest cases"):
-        mem = memory(home, name, version["Sha256"], n_components, fm_key, limit)
-        idx, scores = mem.top_k(X[[query]], k + 1)
-        pairs = [(int(i), float(s)) for i, s in zip(idx[0], scores[0]) if int(i) != query][:k]
-        st.plotly_chart(figures.nearest_cases([ids[i] for i, _ in pairs], [s for _, s in pairs],
-                                              [labels[i] for i, _ in pairs],
-                                              title=f"Nearest cases to {ids[query]}"), key="circ_nearest")
+        pairs = nearest(home, name, version["Sha256"], n_components, fm_key, limit, int(query), k)
+        st.plotly_chart(ui.figure("nearest_cases", [ids[i] for i, _ in pairs], [s for _, s in pairs],
+                                  [labels[i] for i, _ in pairs], title=f"Nearest cases to {ids[query]}"),
+                        key="circ_nearest")
         if limit < len(X):
             st.caption(f"Searched the first {limit:,} of {len(X):,} cases (memory budget for 2^{n_qubits} amplitudes).")
 
@@ -239,7 +252,7 @@ with sampled_tab:
         exact = fidelity_matrix(X[sel], X[sel], feature_map_from(job["fm_key"]))
         sampled = task.result
         iu = np.triu_indices(len(sel), k=1)
-        st.plotly_chart(figures.exact_vs_sampled(exact[iu], sampled[iu], job["shots"]), key="circ_sampled_fig")
+        st.plotly_chart(ui.figure("exact_vs_sampled", exact[iu], sampled[iu], job["shots"]), key="circ_sampled_fig")
         table = pd.DataFrame({"case a": [ids[sel[i]] for i in iu[0]], "case b": [ids[sel[j]] for j in iu[1]],
                               "exact": exact[iu], "sampled": sampled[iu]})
         table["abs error"] = (table["exact"] - table["sampled"]).abs()
@@ -258,5 +271,5 @@ with diag_tab:
         cols[1].metric("Spread (std)", f"{diag['std_offdiag']:.3f}")
         cols[2].metric("Effective rank", f"{diag['effective_rank']:.1f}")
         (st.warning if diag["concentrated"] else st.success)(diag["hint"])
-        st.plotly_chart(figures.kernel_spread(offdiag, n_qubits), key="circ_kernel_fig")
+        st.plotly_chart(ui.figure("kernel_spread", offdiag, n_qubits), key="circ_kernel_fig")
         st.caption(f"Over a sample of {min(DIAG_SAMPLE, len(X))} cases.")

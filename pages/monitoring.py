@@ -15,6 +15,7 @@ from dashboard import monitoring_data as data
 from dashboard import monitoring_figures as mf
 from dashboard.auth import guard
 from dashboard.state import tasks
+from qcbr.monitoring.policy import DEFAULT_POLICY
 
 actor = guard("monitoring")
 st.title("Monitoring")
@@ -257,8 +258,9 @@ else:
 
         frame = executions_frame(records)
         st.plotly_chart(mf.executions_over_time(frame), key="mon_history_fig")
-        ui.paged_table(frame.drop(columns=["endpoint"]).iloc[::-1].reset_index(drop=True), key="mon_history",
-                       page_size=20)
+        listed = frame.drop(columns=["endpoint"]).iloc[::-1].reset_index(drop=True)
+        listed["time"] = listed["time"].dt.strftime("%Y-%m-%d %H:%M:%S UTC")  # text: Arrow drops the zone
+        ui.paged_table(listed, key="mon_history", page_size=20)
 
 # ------------------------------------------------------------------------------ schedule
 st.subheader("Schedule")
@@ -294,16 +296,19 @@ else:
         with st.form(f"mon_schedule_form_{endpoint}", border=False):
             every = st.number_input(f"Monitor {endpoint} every (minutes)", min_value=1.0, max_value=10080.0,
                                     value=float((mine or {}).get("every_minutes") or 60.0), step=5.0, key=f"mon_sched_every_{endpoint}")
-            span = st.number_input("Over the last (minutes; empty = everything since the previous run)", min_value=1.0,
-                                   value=(mine or {}).get("window_minutes"), step=60.0, key=f"mon_sched_window_{endpoint}",
-                                   placeholder="since the previous run")
+            windowed = st.checkbox("Only the last minutes below (else everything since the previous run)",
+                                   value=(mine or {}).get("window_minutes") is not None,
+                                   key=f"mon_sched_windowed_{endpoint}")
+            span = st.number_input("Window (minutes)", min_value=1.0,
+                                   value=float((mine or {}).get("window_minutes") or 60.0), step=60.0,
+                                   key=f"mon_sched_window_{endpoint}")
             enabled = st.toggle("Enabled", value=bool((mine or {}).get("enabled", True)), key=f"mon_sched_enabled_{endpoint}")
             saved = st.form_submit_button("Save schedule", icon=":material/save:")
         if saved:
             from qcbr.monitoring.scheduler import set_schedule
 
             with ui.attempt("save the schedule"):
-                set_schedule(actor, data.home(), endpoint, every, span, enabled)
+                set_schedule(actor, data.home(), endpoint, every, span if windowed else None, enabled)
                 data.clear("schedules")
                 st.rerun()
         if mine:
@@ -320,13 +325,15 @@ st.caption("When a run's drift share, novel share or accuracy drop reaches its t
 policy = data.policy(endpoint)
 with st.form(f"mon_policy_form_{endpoint}"):
     enabled = st.toggle("Policy enabled", value=bool(policy["enabled"]), key=f"mon_pol_enabled_{endpoint}")
-    c1, c2, c3 = st.columns(3)
-    drift_t = c1.number_input("Fire at drift share ≥ (empty = off)", 0.0, 1.0, policy["max_drift_share"], 0.05,
-                              key=f"mon_pol_drift_{endpoint}", placeholder="off")
-    novel_t = c2.number_input("Fire at novel share ≥ (empty = off)", 0.0, 1.0, policy["max_novel_share"], 0.05,
-                              key=f"mon_pol_novel_{endpoint}", placeholder="off")
-    drop_t = c3.number_input("Fire at accuracy drop ≥ (empty = off)", 0.0, 1.0, policy["max_accuracy_drop"], 0.01,
-                             key=f"mon_pol_drop_{endpoint}", placeholder="off")
+    thresholds = {}
+    for col, (name, label, step) in zip(st.columns(3), (
+            ("max_drift_share", "drift share", 0.05), ("max_novel_share", "novel share", 0.05),
+            ("max_accuracy_drop", "accuracy drop", 0.01))):
+        on = col.checkbox(f"Check the {label}", value=policy[name] is not None, key=f"mon_pol_{name}_on_{endpoint}")
+        value = col.number_input(f"Fire at {label} ≥", 0.0, 1.0, float(DEFAULT_POLICY[name] if policy[name] is None
+                                                                      else policy[name]), step,
+                                 key=f"mon_pol_{name}_{endpoint}")
+        thresholds[name] = float(value) if on else None
     c1, c2, c3 = st.columns(3)
     min_rows = c1.number_input("Minimum captured rows", 1, 10_000_000, int(policy["min_rows"]), key=f"mon_pol_rows_{endpoint}")
     min_labelled = c2.number_input("Minimum labelled rows", 1, 10_000_000, int(policy["min_labelled"]),
@@ -337,7 +344,7 @@ with st.form(f"mon_policy_form_{endpoint}"):
 if save_policy:
     from qcbr.monitoring.policy import set_policy
 
-    wanted = {"enabled": enabled, "max_drift_share": drift_t, "max_novel_share": novel_t, "max_accuracy_drop": drop_t,
+    wanted = {"enabled": enabled, **thresholds,
               "min_rows": int(min_rows), "min_labelled": int(min_labelled), "cooldown_hours": float(cooldown)}
     changes = {k: v for k, v in wanted.items() if policy.get(k) != v}
     with ui.attempt("save the policy"):

@@ -5,7 +5,6 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import components as ui
-from dashboard import figures
 from dashboard.auth import guard
 from dashboard.state import clear_listings, config, tasks
 
@@ -63,7 +62,7 @@ def show_prediction(result: dict) -> None:
         st.warning("Low confidence: below the model's threshold ε. Treat this answer with care; your feedback "
                    "(the true outcome) helps the model revise it.", icon=":material/flag:")
     if pred.get("probabilities"):
-        st.plotly_chart(figures.probabilities(pred["probabilities"]), key="pred_probs")
+        st.plotly_chart(ui.figure("probabilities", pred["probabilities"]), key="pred_probs")
     similar = pred.get("similar_cases") or []
     if similar:
         st.markdown("**Why: the most similar stored cases** (fidelity of the quantum states)")

@@ -3,7 +3,6 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import components as ui
-from dashboard import figures
 from dashboard.auth import guard
 from dashboard.state import clear_listings, config, model_card
 
@@ -91,7 +90,7 @@ with details:
                    ("k", (version.get("HyperParameters") or {}).get("k"))])
     recalls = {k.split(":", 2)[-1]: v for k, v in metrics.items() if "recall" in k}
     if recalls:
-        st.plotly_chart(figures.category_bars(recalls, "Recall per class"), key="reg_recall")
+        st.plotly_chart(ui.figure("category_bars", recalls, "Recall per class"), key="reg_recall")
     lineage = version.get("Lineage") or {}
     st.markdown(
         f"**Lineage**: dataset `{lineage.get('DatasetName')}` @ `{(lineage.get('DatasetSha256') or '')[:12]}` → "

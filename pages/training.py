@@ -3,7 +3,6 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import components as ui
-from dashboard import figures
 from dashboard.auth import guard
 from dashboard.state import clear_listings
 
@@ -173,7 +172,7 @@ if chosen:
     metric_table = {c: metrics_of(by_name[c]) for c in chosen}
     params = pd.DataFrame({c: by_name[c].get("HyperParameters") or {} for c in chosen})
     scalar = {c: {m: v for m, v in ms.items() if "accuracy" in m or "recall" in m} for c, ms in metric_table.items()}
-    st.plotly_chart(figures.compare_metrics(scalar), key="train_compare_fig")
+    st.plotly_chart(ui.figure("compare_metrics", scalar), key="train_compare_fig")
     left, right = st.columns(2)
     left.markdown("**Metrics**")
     left.dataframe(pd.DataFrame(metric_table), key="train_compare_metrics")
