@@ -190,3 +190,15 @@ def test_cli_refuses_a_dashboard_user_and_bad_roles(tmp_path):
     assert r.returncode == 1 and "may not manage users" in r.stderr
     r = _cli(tmp_path, "add", "ivy", "--role", "admin", stdin="ivys password\n")
     assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+def test_cli_init_prints_the_passwords_once(tmp_path):
+    first = _cli(tmp_path, "init")
+    assert first.returncode == 0, first.stderr
+    lines = [l.split() for l in first.stdout.splitlines() if " password " in l]
+    assert {parts[0] for parts in lines} == set(INITIAL_ACCOUNTS)
+    store = UserStore(tmp_path)
+    assert all(store.authenticate(parts[0], parts[-1]).name == parts[0] for parts in lines)
+    again = _cli(tmp_path, "init")
+    assert again.returncode == 0 and "exists already (3 users)" in again.stdout
+    assert " password " not in again.stdout

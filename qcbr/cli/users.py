@@ -69,6 +69,23 @@ def _set_password(args: argparse.Namespace) -> int:
     return 0
 
 
+def _init(args: argparse.Namespace) -> int:
+    """What the dashboard's first start does, for scripts that want the passwords up front."""
+    _require_operator()
+    from qcbr.users import INITIAL_ACCOUNTS
+
+    store = _store()
+    passwords = store.ensure_initial_accounts()
+    if not passwords:
+        print(f"{store.path} exists already ({len(store.list())} users); no passwords to show. "
+              "Use `qcbr users set-password NAME` to reset one.")
+        return 0
+    print("Dashboard accounts created (their passwords are shown only this once):")
+    for name, password in passwords.items():
+        print(f"    {name:<10} role {INITIAL_ACCOUNTS[name]:<15} password {password}")
+    return 0
+
+
 def _list(args: argparse.Namespace) -> int:
     users = _store().list()
     if args.json:
@@ -101,6 +118,9 @@ def register(subparsers) -> None:
     pw = sub.add_parser("set-password", help="change a password (also unlocks); read from stdin")
     pw.add_argument("name")
     pw.set_defaults(func=_set_password)
+
+    init = sub.add_parser("init", help="create one account per role with random passwords (first start only)")
+    init.set_defaults(func=_init)
 
     ls = sub.add_parser("list", help="list users and roles (never hashes)")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
