@@ -1,6 +1,6 @@
 """The Lambda side: the start_training handler, and the zip `qcbr lambda package` builds.
 
-The zip is proved self-sufficient by running both handlers out of it in an interpreter that
+The zip is proved self-sufficient by running every handler out of it in an interpreter that
 sees only the standard library, boto3 and its dependencies (what the Lambda runtime has),
 against moto's server. moto serves no endpoint container: the prediction handler's answer is
 queued through moto's endpoint-results API (a stand-in, as the helpers explain).
@@ -76,7 +76,7 @@ def test_start_training_handler_duplicate_name_is_409(aws_env):
     assert again["statusCode"] == 409 and "already exists" in json.loads(again["body"])["error"]
 
 
-def test_lambda_zip_is_deterministic_and_holds_both_handlers(tmp_path):
+def test_lambda_zip_is_deterministic_and_holds_every_handler(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "QCBR_"))}
     env["PYTHONPATH"] = str(ROOT)
     first, second = tmp_path / "a.zip", tmp_path / "b.zip"
@@ -91,7 +91,8 @@ def test_lambda_zip_is_deterministic_and_holds_both_handlers(tmp_path):
         assert names == sorted(names)
         assert {i.date_time for i in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
         assert {"qcbr/serving/lambda_function.py", "qcbr/serving/start_training.py", "qcbr/serving/payload.py",
-                "qcbr/storage.py", "qcbr/lifecycle/aws/backend.py", "qcbr/training/train.py"} <= set(names)
+                "qcbr/storage.py", "qcbr/lifecycle/aws/backend.py", "qcbr/training/train.py",
+                "qcbr/lifecycle/aws/monitoring_schedule.py"} <= set(names)
         # nothing that needs numpy/pandas/qiskit, and no local backend
         assert not any(n.startswith(("qcbr/lifecycle/local/", "qcbr/model", "qcbr/cases", "qcbr/encoding")) for n in names)
         assert all(n.endswith(".py") for n in names)
@@ -127,7 +128,7 @@ def _run_from_zip(tmp_path: Path, env: dict[str, str], code: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_both_handlers_run_from_the_zip_with_only_the_lambda_runtime(aws_env, tmp_path):
+def test_every_handler_runs_from_the_zip_with_only_the_lambda_runtime(aws_env, tmp_path):
     backend = backend_for(aws_env)
     bucket = aws_env["QCBR_AWS_BUCKET"]
     backend.upload_dataset(DS, iris_case_base(), "iris")
@@ -165,3 +166,12 @@ def test_both_handlers_run_from_the_zip_with_only_the_lambda_runtime(aws_env, tm
     assert s3_keys(bucket, "predictions/") == [f"predictions/{day}/{body['inference_id']}.json"]
     stored = s3_json(bucket, f"predictions/{day}/{body['inference_id']}.json")
     assert stored["user"] == "arn:aws:iam::123456789012:user/bob" and stored["endpoint"] == "prod-endpoint"
+
+    (tmp_path / "m").mkdir()
+    monitor_env = {**aws_env, "QCBR_MONITOR_ENDPOINT": "prod-endpoint"}
+    result = _run_from_zip(tmp_path / "m", monitor_env, (
+        "import json\n"
+        "from qcbr.lifecycle.aws.monitoring_schedule import handler\n"
+        "print(json.dumps(handler({'source': 'aws.events'}, None)))\n"))
+    job = client("sagemaker").describe_processing_job(ProcessingJobName=result["ProcessingJobName"])
+    assert job["AppSpecification"]["ImageUri"] == aws_env["QCBR_AWS_IMAGE_URI"]

@@ -136,7 +136,17 @@ def test_endpoint_stack_wiring_matches_the_code():
     assert {m["Properties"]["AuthorizationType"] for m in methods.values()} == {"AWS_IAM"}
     functions = _resources(template, "AWS::Lambda::Function")
     handlers = {f["Properties"]["Handler"] for f in functions.values()}
-    assert handlers == {"qcbr.serving.lambda_function.handler", "qcbr.serving.start_training.handler"}
+    from qcbr.lifecycle.aws.lambda_zip import HANDLERS
+
+    assert handlers == {"qcbr.serving.lambda_function.handler", "qcbr.serving.start_training.handler",
+                        "qcbr.lifecycle.aws.monitoring_schedule.handler"} == {f"{m}.handler" for m in HANDLERS}
+    (schedule,) = _resources(template, "AWS::Events::Rule").values()
+    assert schedule["Properties"]["ScheduleExpression"] == {"Ref": "MonitoringScheduleExpression"}
+    assert schedule["Properties"]["Targets"][0]["Arn"] == {"Fn::GetAtt": ["MonitorFunction", "Arn"]}
+    monitor_env = functions["MonitorFunction"]["Properties"]["Environment"]["Variables"]
+    from qcbr.lifecycle.aws.monitoring_schedule import REQUIRED
+
+    assert set(REQUIRED) <= set(monitor_env)
     import importlib
 
     for handler in handlers:
@@ -200,6 +210,12 @@ def test_endpoint_stack_reaches_create_complete_in_moto(aws_env, tmp_path):
     train = lam.get_function(FunctionName=f"{project}-staging-start-training")["Configuration"]
     assert train["Handler"] == "qcbr.serving.start_training.handler"
     assert train["Environment"]["Variables"]["QCBR_AWS_ROLE_ARN"] == aws_env["QCBR_AWS_ROLE_ARN"]
+    events = client("events")
+    rule = events.describe_rule(Name=f"{project}-staging-monitoring")
+    assert rule["ScheduleExpression"] == "rate(1 hour)" and rule["State"] == "ENABLED"
+    monitor = lam.get_function(FunctionName=f"{project}-staging-monitoring")["Configuration"]
+    assert monitor["Handler"] == "qcbr.lifecycle.aws.monitoring_schedule.handler"
+    assert events.list_targets_by_rule(Rule=f"{project}-staging-monitoring")["Targets"][0]["Arn"] == monitor["FunctionArn"]
     api = client("apigateway")
     api_id = resources["Api"]["PhysicalResourceId"]
     paths = {r["path"]: r for r in api.get_resources(restApiId=api_id)["items"]}

@@ -86,7 +86,7 @@ def cmd_call(args) -> int:
 
 
 def cmd_lambda_package(args) -> int:
-    from qcbr.lifecycle.aws.lambda_zip import build
+    from qcbr.lifecycle.aws.lambda_zip import HANDLERS, build
     from qcbr.storage import atomic_write_bytes
 
     package = build()
@@ -99,12 +99,12 @@ def cmd_lambda_package(args) -> int:
     atomic_write_bytes(out, package.data)
     summary = {"Path": str(out), "Sha256": package.sha256, "Bytes": len(package.data), "Files": package.files,
                "LeftOut": package.skipped,
-               "Handlers": ["qcbr.serving.lambda_function.handler", "qcbr.serving.start_training.handler"]}
+               "Handlers": [f"{m}.handler" for m in HANDLERS]}
     if args.json:
         print_json(summary)
     else:
         print(f"wrote {out} ({len(package.data)} bytes, {len(package.files)} files, sha256 {package.sha256})")
-        print("handlers: qcbr.serving.lambda_function.handler, qcbr.serving.start_training.handler")
+        print(f"handlers: {', '.join(f'{m}.handler' for m in HANDLERS)}")
     return 0
 
 
@@ -139,7 +139,7 @@ def register(subparsers) -> None:
 
     lam = subparsers.add_parser("lambda", help="the API's Lambda functions")
     lsub = lam.add_subparsers(dest="lambda_command", metavar="COMMAND", required=True)
-    p = lsub.add_parser("package", help="build the deterministic Lambda zip (both handlers)")
+    p = lsub.add_parser("package", help="build the deterministic Lambda zip (predict, start_training, monitoring schedule)")
     p.add_argument("--out", default=None, help=f"zip path (default {DEFAULT_ZIP})")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_lambda_package)

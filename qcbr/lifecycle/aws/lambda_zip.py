@@ -1,4 +1,4 @@
-"""The Lambda deployment zip: the two handlers and exactly the qcbr modules they import.
+"""The Lambda deployment zip: the three handlers and exactly the qcbr modules they import.
 
 The Lambda runtime brings the standard library, boto3 and botocore, nothing else, so the zip
 holds only qcbr's pure-Python modules the handlers reach: every ``qcbr`` import of a module
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from qcbr.errors import StateError
 
-HANDLERS = ("qcbr.serving.lambda_function", "qcbr.serving.start_training")
+HANDLERS = ("qcbr.serving.lambda_function", "qcbr.serving.start_training", "qcbr.lifecycle.aws.monitoring_schedule")
 RUNTIME_PACKAGES = frozenset({"boto3", "botocore", "qcbr", "__future__"})
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 # get_backend() imports the local backend lazily; in Lambda QCBR_BACKEND is always aws
