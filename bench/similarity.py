@@ -64,7 +64,7 @@ def bench_n(n: int, peer_rounds: int, fqk_pairs: tuple[int, int], results: dict)
     K_ours = fidelity_matrix(XQ, XS, fm)
     K_peer = _fsk_kernel(n).evaluate(XQ, XS)
     dK = float(np.max(np.abs(K_ours - K_peer)))
-    t_ours = best_of(lambda: fidelity_matrix(XQ, XS, fm), repeat=15)
+    t_ours = best_of(lambda: fidelity_matrix(XQ, XS, fm), repeat=40, max_seconds=10)
     peer_times = []
     for _ in range(peer_rounds):  # fresh kernel each time: FSK caches statevectors per instance
         kern = _fsk_kernel(n)
