@@ -271,12 +271,12 @@ class QCBRClassifier(ClassifierMixin, BaseEstimator):
         return best["alpha"], best["k"]
 
     def _diagnostics(self, seed: int) -> dict:
-        from qcbr.similarity import kernel_diagnostics
+        from qcbr.similarity import fidelity_matrix, kernel_diagnostics
 
         n = len(self.y_memory_)
         pick = np.sort(np.random.default_rng(seed).choice(n, size=min(n, DIAG_MAX_CASES), replace=False))
-        K = self.memory_.fidelities(self.X_memory_[pick])[:, pick]
-        return kernel_diagnostics(K, feature_map=self.feature_map_)
+        Xp = self.X_memory_[pick]
+        return kernel_diagnostics(fidelity_matrix(Xp, Xp, self.feature_map_), feature_map=self.feature_map_)
 
     def _fit_variational(self, seed: int, init: np.ndarray | None, report: ProgressFn):
         from qcbr.variational import ReuploadingClassifier
@@ -552,8 +552,7 @@ class QCBRClassifier(ClassifierMixin, BaseEstimator):
 
         check_is_fitted(self)
         Xm = self._encode(X, align=True)
-        y_new = self._validate_y(np.asarray(y, dtype=object) if isinstance(y, (list, tuple)) else y, len(Xm))
-        y_new = np.asarray(y_new)
+        y_new = np.asarray(self._validate_y(np.asarray(y), len(Xm)))
         old_labels = self.classes_[self.y_memory_]
         if (self.classes_.dtype.kind in "biuf") != (y_new.dtype.kind in "biuf"):
             raise InputError(
@@ -561,6 +560,8 @@ class QCBRClassifier(ClassifierMixin, BaseEstimator):
                 "use the same kind of labels (numbers or text)")
         if self.classes_.dtype.kind in "biuf":
             all_labels = np.concatenate([old_labels, y_new.astype(self.classes_.dtype, copy=False)])
+        elif self.classes_.dtype.kind == "U" and y_new.dtype.kind == "U":
+            all_labels = np.concatenate([old_labels, y_new])
         else:
             all_labels = np.concatenate([old_labels.astype(object), y_new.astype(object)])
         classes, codes = np.unique(all_labels, return_inverse=True)

@@ -433,3 +433,11 @@ def test_sklearn_estimator_checks_default_auto():
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.SkipTestWarning")
 def test_sklearn_estimator_checks_variational():
     _run_checks(QCBRClassifier(alpha=0.3, reuse="variational"))
+
+
+def test_retain_with_plain_list_labels_keeps_label_dtype():
+    X, y = load_iris(return_X_y=True)
+    model = QCBRClassifier(alpha=0.3).fit(X[::2], y[::2])
+    bigger = model.retain(X[1:7:2], [0, 0, 0])
+    assert bigger.classes_.dtype == model.classes_.dtype and len(bigger.y_memory_) == 78
+    assert bigger.case_ids_[-3:].tolist() == [75, 76, 77]
