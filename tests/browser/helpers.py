@@ -160,16 +160,17 @@ def nav_titles(page) -> list[str]:
 
 
 def title_visible_js(title: str) -> str:
-    """A function for ``wait_for_function``: performance.now() once an up-to-date h1 shows ``title``.
+    """A function for ``wait_for_function``: performance.now() once an up-to-date h1 reads ``title``.
 
-    Stale elements (left from the previous page while the new script runs) do not count.
+    The match is exact (trimmed), so "Predict" is not found in "My predictions"; stale elements
+    (left from the previous page while the new script runs) do not count.
     """
-    pattern = re.escape(title)
     return (
-        "() => { const re = new RegExp(" + json.dumps(pattern) + ", 'i');"
+        "() => { const want = " + json.dumps(title.strip()) + ";"
         " for (const h of document.querySelectorAll('[data-testid=stMain] h1')) {"
         "  const box = h.closest('[data-testid=stElementContainer]');"
-        "  if (re.test(h.innerText) && !(box && box.getAttribute('data-stale') === 'true')) return performance.now(); }"
+        "  if (h.innerText.trim() === want && !(box && box.getAttribute('data-stale') === 'true'))"
+        "   return performance.now(); }"
         " return false; }"
     )
 
@@ -218,7 +219,11 @@ def logout(page, timeout: float = 30_000) -> None:
 
 
 def go_to(page, nav_title: str, page_title: str | None = None, timeout: float = 60_000) -> Paint:
-    """Click a sidebar link; time click -> the new page's title painted, then wait for the run to end."""
+    """Click a sidebar link; time click -> the new page's title painted, then wait for the run to end.
+
+    ``page_title`` is the page's h1 when it differs from its navigation title. Going to the page
+    already shown measures nothing (its title is there before the click): callers avoid it.
+    """
     clicked = page.evaluate(
         "(t) => { const links = [...document.querySelectorAll('[data-testid=stSidebarNavLink]')];"
         " const a = links.find(l => l.querySelector('[data-testid=stMarkdownContainer]')?.innerText.trim() === t);"

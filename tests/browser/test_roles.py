@@ -42,7 +42,8 @@ def test_role_logs_in_sees_only_its_pages_and_logs_out(role, dashboard, accounts
 
     assert not problems(page), problems(page)
     for i, spec in enumerate(nav.pages_for(role), start=1):
-        go_to(page, spec.title)
+        if spec.key != nav.HOME[role]:  # the landing page is already shown
+            go_to(page, spec.title)
         assert page.url.rstrip("/").endswith(spec.key) or spec.key == nav.HOME[role], page.url
         assert not problems(page), (spec.key, problems(page))
         screenshot(page, f"role-{role}-{i:02d}-{spec.key}")
