@@ -15,6 +15,24 @@ jobs = ui.fetch("list_training_jobs", default=[]) if actor.can("register_model")
 endpoints = ui.fetch("list_endpoints", default=[]) or []
 
 
+@st.cache_resource(show_spinner="Writing the model card…", max_entries=32)
+def live_model_card(home: str, number: int, modified: str) -> str | None:
+    """The card rendered from the current record (approvals included); None without the renderer."""
+    try:
+        from qcbr.monitoring.model_card import render_model_card
+    except ModuleNotFoundError:
+        return None
+    record = backend.describe_model_version(number)
+    lineage = record.get("Lineage") or {}
+    dataset = None
+    if lineage.get("DatasetName"):
+        try:
+            dataset = backend.describe_dataset(lineage["DatasetName"], lineage.get("DatasetSha256"))
+        except Exception:  # noqa: BLE001 - the card says n/a for what it lacks
+            dataset = None
+    return render_model_card(version=record, dataset=dataset, project=backend.project)
+
+
 def accuracy(metrics: dict) -> float | None:
     for key in ("validation:accuracy", "accuracy", "cv:accuracy"):
         if key in (metrics or {}):
@@ -102,8 +120,14 @@ with details:
                  "artifact": version.get("ModelDataUrl"), "description": version.get("ModelPackageDescription")})
 with card_tab:
     card = None
-    with ui.attempt("read the model card"):
-        card = model_card(str(config().home), version.get("ModelDataUrl"))
+    with ui.attempt("build the model card"):
+        card = live_model_card(str(config().home), number, version.get("LastModifiedTime") or "")
+    if card is None:
+        with ui.attempt("read the model card"):
+            card = model_card(str(config().home), version.get("ModelDataUrl"))
+    if card:
+        st.download_button("Download the model card (Markdown)", card.encode("utf-8"),
+                           file_name=f"model-card-v{number}.md", mime="text/markdown", key="reg_card_download")
     st.markdown(card or "_This version's artifact has no model card._")
 with history_tab:
     history = version.get("ApprovalHistory") or []

@@ -177,7 +177,7 @@ def test_register_then_the_library_refuses_prod_for_an_unapproved_version_then_t
     assert record["ApprovalHistory"][-1]["By"] == "test-manager"
     assert record["ApprovalHistory"][-1]["Comment"] == "checked on the flow test"
     mgr.run()
-    assert "Model card" in texts(mgr)  # the card from the artifact
+    assert "Model card" in texts(mgr) and "checked on the flow test" in texts(mgr)  # rendered live, approvals included
 
 
 def test_scientist_updates_the_endpoint_blue_green_and_tests_it_with_json(demo):
