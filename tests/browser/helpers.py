@@ -37,7 +37,7 @@ QCBR_ENV = ("QCBR_HOME", "QCBR_USER", "QCBR_BACKEND", "QCBR_CONFIG", "QCBR_PROJE
 # "    analyst    role business        password Xyz..." as printed by dashboard.state.initial_accounts
 PASSWORD_LINE = re.compile(r"^\s+(\S+)\s+role\s+(\S+)\s+password\s+(\S+)\s*$", re.M)
 
-# JavaScript: the main area's text content (the sidebar excluded) and whether the script is idle
+# JavaScript: whether the app's script run has ended (the attribute Streamlit's own e2e tests read)
 IDLE = '() => document.querySelector(".stApp")?.getAttribute("data-test-script-state") === "notRunning"'
 
 

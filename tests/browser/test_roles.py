@@ -11,7 +11,7 @@ import pytest
 from dashboard import nav
 from qcbr.roles import ROLE_LABELS
 from tests.browser.conftest import PAINTS
-from tests.browser.helpers import go_to, login, logout, nav_titles, problems, screenshot
+from tests.browser.helpers import go_to, login, logout, nav_titles, open_login, problems, screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -55,8 +55,6 @@ def test_role_logs_in_sees_only_its_pages_and_logs_out(role, dashboard, accounts
 
 
 def test_wrong_password_is_refused_in_the_form(dashboard, accounts, page):
-    from tests.browser.helpers import open_login
-
     open_login(page, dashboard.url)
     page.get_by_label("User name").fill("nobody-here")
     page.get_by_label("Password", exact=True).fill("not-the-password")
