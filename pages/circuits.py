@@ -121,8 +121,10 @@ def circuit_stats(fm_key: str, x: tuple[float, ...], device: str | None) -> dict
 def run_sampled(XQ, fm_key, shots, method, noise, progress=None):
     from qcbr.similarity import sampled_fidelity_matrix
 
-    return sampled_fidelity_matrix(XQ, XQ, feature_map_from(fm_key), shots=shots, method=method, noise=noise,
-                                   seed=7, progress=progress)
+    # a separate copy for the stored side: sampled_fidelity_matrix (at 0d41673) tells the two sides
+    # apart by identity, and given the same array twice it samples every pair as (x, x) -> 1.0
+    return sampled_fidelity_matrix(XQ, XQ.copy(), feature_map_from(fm_key), shots=shots, method=method,
+                                   noise=noise, seed=7, progress=progress)
 
 
 # ------------------------------------------------------------------------------------ choices
