@@ -271,7 +271,7 @@ def executions_frame(records: list[dict]):
     frame = pd.DataFrame(rows, columns=["time", "endpoint", "execution", "status", "violations", "model_version", "n_rows",
                                         "drift_share", "novel_share", "accuracy", "ece", "n_labelled", "failure_reason"])
     if len(frame):
-        frame["time"] = pd.to_datetime(frame["time"], utc=True)
+        frame["time"] = pd.to_datetime(frame["time"], utc=True, format="ISO8601")  # isoformat() drops .000000
         frame = frame.sort_values("time").reset_index(drop=True)
     return frame
 
