@@ -147,25 +147,38 @@ def traffic_over_time(daily: pd.DataFrame) -> go.Figure:
     """Predictions per day, with the labelled (ground truth) share on top."""
     if daily is None or len(daily) == 0:
         return empty_figure("No captured predictions in this period")
+    width = _bar_width_ms(daily["day"], pd.Timedelta(days=1))
     fig = go.Figure([
         go.Bar(x=daily["day"], y=daily["predictions"] - daily["labelled"], name="without ground truth",
-               marker_color="#c8c4e6"),
-        go.Bar(x=daily["day"], y=daily["labelled"], name="with ground truth", marker_color=NEUTRAL),
+               marker_color="#c8c4e6", width=width, offset=0),
+        go.Bar(x=daily["day"], y=daily["labelled"], name="with ground truth", marker_color=NEUTRAL, width=width,
+               offset=0),
     ])
     fig.update_layout(barmode="stack", yaxis_title="predictions")
     return _layout(fig, "Predictions per day", height=260)
 
 
 # ------------------------------------------------------------------------------------- ROI
-def roi_over_time(frame: pd.DataFrame, currency: str = "EUR", break_even: object = None) -> go.Figure:
+def _bar_width_ms(starts: pd.Series, window: pd.Timedelta | None) -> float:
+    """Bars as wide as their time window (a lone bar otherwise gets a millisecond-wide axis)."""
+    if window is None:
+        gaps = pd.to_datetime(starts, utc=True).sort_values().diff().dropna()
+        window = gaps[gaps > pd.Timedelta(0)].min() if len(gaps) else None
+        window = window if isinstance(window, pd.Timedelta) else pd.Timedelta(days=1)
+    return 0.9 * window.total_seconds() * 1000
+
+
+def roi_over_time(frame: pd.DataFrame, currency: str = "EUR", break_even: object = None,
+                  window: pd.Timedelta | None = None) -> go.Figure:
     """Net value per window (bars) and the cumulative net (line) of ``roi.production_roi``;
-    the break-even window is marked when there is one."""
+    the break-even window is marked when there is one. ``window``: the windows' length
+    (default: the smallest gap between them, or a day)."""
     if frame is None or len(frame) == 0:
         return empty_figure("No production history yet")
     net = frame["net"].astype(float)
     fig = go.Figure([
-        go.Bar(x=frame["window_start"], y=net, name="net per window",
-               marker_color=[GOOD if v >= 0 else BAD for v in net]),
+        go.Bar(x=frame["window_start"], y=net, name="net per window", width=_bar_width_ms(frame["window_start"], window),
+               offset=0, marker_color=[GOOD if v >= 0 else BAD for v in net]),
         go.Scatter(x=frame["window_start"], y=frame["cumulative_net"].astype(float), name="cumulative net",
                    mode="lines+markers", line=dict(color=NEUTRAL, width=3)),
     ])

@@ -22,7 +22,7 @@ st.title("Monitoring")
 backend = ui.backend_or_stop()
 
 TASK = "qcbr_mon_task"
-VERDICTS = {"Completed": "🟢 OK", "CompletedWithViolations": "🟠 Violations", "Failed": "🔴 Failed", None: "⚪ Not run yet"}
+VERDICTS = {"Completed": "OK", "CompletedWithViolations": "Violations", "Failed": "Failed", None: "Not run yet"}
 WINDOWS = {"Last hour": timedelta(hours=1), "Last 24 hours": timedelta(days=1), "Last 7 days": timedelta(days=7),
            "Everything captured": None}
 PERIODS = {"Last 24 hours": 1, "Last 7 days": 7, "Last 30 days": 30, "Last 90 days": 90, "All time": None}
@@ -362,25 +362,34 @@ if records:
         f"On the latest execution the policy {'would fire' if verdict['fire'] else 'stays quiet'}: "
         + "; ".join(verdict["reasons"]))
 
+def history_details(event: dict) -> str:
+    if event.get("kind") == "edit":
+        return ", ".join(f"{k}: {v.get('old')} → {v.get('new')}" for k, v in (event.get("changes") or {}).items())
+    action = event.get("action") or {}
+    done = [f"retrain {action['TrainingJobName']}"] if action.get("TrainingJobName") else []
+    done += [f"version {action['ModelPackageVersion']} awaits approval"] if action.get("ModelPackageVersion") else []
+    done += [str(action.get("FailureReason") or action.get("reason"))] if action.get("FailureReason") or action.get("reason") else []
+    return "; ".join(list(event.get("reasons") or []) + done)
+
+
 history = data.policy_history(endpoint)
 notes = data.notifications(endpoint)
-c1, c2 = st.columns(2)
-with c1:
-    st.markdown("**Policy history** (edits and decisions)")
-    if not history:
-        st.caption("No edits or decisions yet: decisions are made on scheduled runs, or on a run now with "
-                   "“apply the adjustment policy”.")
-    else:
-        st.dataframe(pd.DataFrame([{
-            "time": when(e.get("time")), "kind": e.get("kind"), "by": e.get("by"),
-            "fired": e.get("fire"), "action": ((e.get("action") or {}).get("status")),
-            "details": "; ".join(e.get("reasons") or []) or ", ".join(
-                f"{k}: {v.get('old')} → {v.get('new')}" for k, v in (e.get("changes") or {}).items()),
-        } for e in history]), hide_index=True, key="mon_policy_history")
-with c2:
-    st.markdown("**Notifications**")
-    if not notes:
-        st.caption("None yet: automated retrains and versions awaiting approval are announced here.")
-    else:
-        st.dataframe(pd.DataFrame([{"time": when(n.get("time")), "level": n.get("level"), "message": n.get("message")}
-                                   for n in notes]), hide_index=True, key="mon_notifications")
+st.markdown("**Policy history** (edits and decisions, newest first)")
+if not history:
+    st.caption("No edits or decisions yet: decisions are made on scheduled runs, or on a run now with "
+               "“apply the adjustment policy”.")
+else:
+    st.dataframe(pd.DataFrame([{
+        "time": when(e.get("time")), "kind": e.get("kind"),
+        "by": e.get("by") or ("policy" if e.get("kind") != "edit" else None),
+        "fired": e.get("fire"), "action": (e.get("action") or {}).get("status") or "—",
+        "details": history_details(e),
+    } for e in history]), hide_index=True, key="mon_policy_history",
+        column_config={"details": st.column_config.TextColumn(width="large")})
+st.markdown("**Notifications**")
+if not notes:
+    st.caption("None yet: automated retrains and versions awaiting approval are announced here.")
+else:
+    st.dataframe(pd.DataFrame([{"time": when(n.get("time")), "level": n.get("level"), "message": n.get("message")}
+                               for n in notes]), hide_index=True, key="mon_notifications",
+                 column_config={"message": st.column_config.TextColumn(width="large")})

@@ -23,6 +23,7 @@ project = config().project
 
 PERIODS = {"Last 7 days": 7, "Last 30 days": 30, "Last 90 days": 90, "All time": None}
 FREQS = {"Hour": ("h", 1), "Day": ("D", 7), "Week": ("W", 28)}  # window, KPI comparison period (days)
+WINDOW = {"h": pd.Timedelta(hours=1), "D": pd.Timedelta(days=1), "W": pd.Timedelta(days=7)}
 FIELDS = {  # assumption -> (label, kind)
     "currency": ("Currency", "text"),
     "value_correct": ("Value of a correct prediction", "money"),
@@ -133,7 +134,7 @@ else:
                 "Accuracy and the value of predictions come from their true outcomes; until some arrive only the "
                 "costs count. Users give them on **Predict** / **My predictions** (or `qcbr ground-truth`).")
         be = break_even(frame)
-        st.plotly_chart(mf.roi_over_time(frame, currency, be), key="ov_roi_fig")
+        st.plotly_chart(mf.roi_over_time(frame, currency, be, WINDOW[freq]), key="ov_roi_fig")
         total_net = float(frame["net"].sum()) if len(frame) else 0.0
         st.caption(f"Over the period: net {money(total_net, currency)}; "
                    + (f"break-even reached in the window starting {be}." if be is not None and total_net >= 0
@@ -160,6 +161,9 @@ else:
                                "break_even_monthly_volume", "note") if c in compared]
         st.dataframe(compared[columns], hide_index=True, key="ov_versions", column_config={
             "accuracy": st.column_config.NumberColumn(format="percent"),
+            "value_per_prediction": st.column_config.NumberColumn(format="%.2f"),
+            **{c: st.column_config.NumberColumn(c.replace("_", " "), format="%.0f")
+               for c in ("monthly_value", "monthly_error_cost", "monthly_hosting_cost", "monthly_net")},
             "roi": st.column_config.NumberColumn(f"ROI over {int(horizon)} months", format="percent"),
             "break_even_months": st.column_config.NumberColumn("break-even (months)", format="%.1f"),
             "break_even_monthly_volume": st.column_config.NumberColumn("break-even volume / month", format="%.0f")})
@@ -250,8 +254,9 @@ if actor.can("edit_roi"):
                 col.number_input(label, min_value=1 if name == "instance_count" else 0, value=int(assumed[name]),
                                  step=1, key=f"ov_a_{name}")
             else:
-                col.number_input(label, min_value=0.0, value=float(assumed[name]), step=0.01 if name == "hourly_price"
-                                 else 1.0, key=f"ov_a_{name}")
+                price = name == "hourly_price"
+                col.number_input(label, min_value=0.0, value=float(assumed[name]), step=0.001 if price else 1.0,
+                                 format="%.4f" if price else "%.2f", key=f"ov_a_{name}")
         c1, c2 = st.columns(2)
         c1.markdown("Cost of each kind of error (empty = the default cost)")
         c1.data_editor(pair_frame(assumed), hide_index=True, num_rows="fixed", key=PAIRS_KEY,
