@@ -140,9 +140,14 @@ def run_method(method: str, rounds: int, results: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global SHOTS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--shots", type=int, default=SHOTS,
+                    help="shots per pair (Aer spends ~1 us per shot counting outcomes, batched or "
+                         "not, so fewer shots leave more of the per-call overhead to batch away)")
     args = ap.parse_args(argv)
+    SHOTS = args.shots
     t_start = time.perf_counter()
     print(__doc__.splitlines()[0])
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
