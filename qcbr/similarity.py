@@ -101,10 +101,14 @@ class _Side:
             out.m = out.v.shape[0]
         return out
 
-    def v32(self) -> np.ndarray:
-        """complex64/float32 copy for screening (built once, on first use)."""
+    def v32t(self) -> np.ndarray:
+        """complex64/float32 copy for screening, transposed (d, m), built once on first use.
+
+        Transposed because the vector-times-(d, m) product streams each amplitude's row once
+        (axpy-like); the (m, d) orientation measured 2x slower for this product."""
         if self._v32 is None:
-            self._v32 = self.v.astype(np.complex64 if self.kind == "complex" else np.float32)
+            dt = np.complex64 if self.kind == "complex" else np.float32
+            self._v32 = np.ascontiguousarray(self.v.T, dtype=dt)
         return self._v32
 
 
@@ -252,8 +256,8 @@ class CaseMemory:
 
     def _top_k_screened(self, q: _Side, k: int) -> tuple[np.ndarray, np.ndarray]:
         s = self._side
-        S32 = s.v32()
-        d = S32.shape[1]
+        S32t = s.v32t()
+        d = S32t.shape[0]
         u = float(np.finfo(np.float32).eps) / 2
         # |<q|s>_32 - <q|s>| <= e = 2 (d + 4) u for unit vectors: rounding both states (2u), the
         # complex products (sqrt(5) u) and the d-term sum ((d - 1) u), doubled for safety; then
@@ -266,7 +270,7 @@ class CaseMemory:
         for r in range(q.m):
             qv = q.v[r]
             with single_thread_blas:  # memory-bound: a second thread only adds contention
-                g = S32 @ (qv.conj() if s.kind == "complex" else qv).astype(S32.dtype)
+                g = (qv.conj() if s.kind == "complex" else qv).astype(S32t.dtype) @ S32t
             gf = g.view(np.float32)        # squares and sum in float32: <= 3u(1+e)^2 <= 4u more
             np.square(gf, out=gf)
             F32 = np.add(gf[0::2], gf[1::2]) if s.kind == "complex" else gf
