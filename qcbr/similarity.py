@@ -470,8 +470,10 @@ def sampled_fidelity_matrix(XQ: Any, XS: Any, feature_map: FeatureMap, shots: in
     # bindings for every pair, row-major over (query, case); very large requests go in a few
     # runs of MAX_BINDINGS_PER_RUN (bounded memory, progress), never one run per pair
     present = set(tqc.parameters)
-    cols = [(p, PQ, j) for j, p in enumerate(px) if p in present] + \
-           [(p, PS, j) for j, p in enumerate(py) if p in present]
+    # (parameter, side, column): the side is named, never told apart by identity -- XQ and XS
+    # may be the very same array
+    cols = [(p, "q", j) for j, p in enumerate(px) if p in present] + \
+           [(p, "s", j) for j, p in enumerate(py) if p in present]
     total = Q * N
     p0 = np.empty(total)
     runs = max(1, -(-total // MAX_BINDINGS_PER_RUN))
@@ -486,7 +488,7 @@ def sampled_fidelity_matrix(XQ: Any, XS: Any, feature_map: FeatureMap, shots: in
             run_kw["seed_simulator"] = int(seed) + lo
         if cols:
             run_kw["parameter_binds"] = [{
-                p: (src[qi, j] if src is PQ else src[si, j]).tolist() for p, src, j in cols}]
+                p: (PQ[qi, j] if side == "q" else PS[si, j]).tolist() for p, side, j in cols}]
         result = sim.run(tqc, **run_kw).result()
         if not result.success:  # pragma: no cover - simulator failure
             raise SimilarityError(f"qiskit-aer failed: {result.status}")

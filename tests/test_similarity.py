@@ -265,3 +265,13 @@ def test_large_requests_split_into_few_runs_with_progress(monkeypatch):
     assert np.all(np.abs(split - K) <= _binomial_bound(K, 2000))
     assert [f for f, _ in seen] == [0.0, 3 / 15, 7 / 15, 11 / 15, 1.0]
     assert "15 pairs x 2000 shots" in seen[0][1]
+
+
+def test_the_same_array_on_both_sides_is_a_gram_matrix():
+    """Regression: passing one array as both XQ and XS must still pair row i with row j."""
+    fm = get_feature_map("zz", 2, alpha=0.8)
+    X = _rows(fm, 4, 23)
+    K = fidelity_matrix(X, X, fm)
+    Ks = sampled_fidelity_matrix(X, X, fm, shots=4000, seed=2)
+    assert np.all(np.abs(Ks - K) <= _binomial_bound(K, 4000))
+    assert np.allclose(np.diag(Ks), 1.0) and Ks[0, 1] < 0.99
