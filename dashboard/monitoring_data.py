@@ -25,7 +25,7 @@ import streamlit as st
 from dashboard.state import config
 
 LISTING_TTL = 5.0  # executions, schedules, policies, notifications
-TRAFFIC_TTL = 30.0  # capture + ground-truth aggregates (the expensive read)
+TRAFFIC_TTL = 300.0  # capture + ground-truth aggregates (the expensive read), also checked by fingerprint
 ARTIFACT_TTL = 3600.0  # execution reports and version metrics never change once written
 MAX_ENTRIES = 256
 MAX_EXECUTIONS = 500  # per endpoint, for the over-time charts
@@ -39,16 +39,18 @@ class TTLCache:
         self._data: OrderedDict[tuple, tuple[float, Any]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple, ttl: float, load: Callable[[], Any]) -> Any:
+    def get(self, key: tuple, ttl: float, load: Callable[[], Any], version: Any = None) -> Any:
+        """The cached value while it is younger than ``ttl`` and was loaded at the same ``version``
+        (a cheap fingerprint of its sources), else ``load()``."""
         now = time.monotonic()
         with self._lock:
             hit = self._data.get(key)
-            if hit is not None and hit[0] > now:
+            if hit is not None and hit[0] > now and hit[1] == version:
                 self._data.move_to_end(key)
-                return hit[1]
+                return hit[2]
         value = load()  # outside the lock: one slow read must not block other sessions
         with self._lock:
-            self._data[key] = (time.monotonic() + ttl, value)
+            self._data[key] = (time.monotonic() + ttl, version, value)
             self._data.move_to_end(key)
             while len(self._data) > self.max_entries:
                 self._data.popitem(last=False)
@@ -73,8 +75,8 @@ def _scope() -> tuple:
     return (cfg.backend, str(cfg.home), cfg.project, cfg.bucket)
 
 
-def _cached(kind: str, args: tuple, ttl: float, load: Callable[[], Any]) -> Any:
-    return _cache().get((_scope(), kind, *args), ttl, load)
+def _cached(kind: str, args: tuple, ttl: float, load: Callable[[], Any], version: Any = None) -> Any:
+    return _cache().get((_scope(), kind, *args), ttl, load, version)
 
 
 def clear(kind: str | None = None) -> None:
@@ -151,7 +153,28 @@ def _since(days: int | None) -> datetime | None:
     return None if not days else datetime.now(timezone.utc) - timedelta(days=days)
 
 
-def _read_traffic(endpoint: str, days: int | None) -> dict:
+def _fingerprint(endpoint: str) -> tuple:
+    """What changed lately: the capture and ground-truth objects of today and yesterday (UTC) with
+    their sizes where the store tells them. New traffic and new labels land there (capture in the
+    hour it is served, ground truth in the hour it is given), so a cached read whose fingerprint
+    still matches is the state on disk, without reading the whole history again."""
+    s = store()
+    sized = hasattr(s, "path")
+    today = datetime.now(timezone.utc)
+    out = []
+    for day in (today - timedelta(days=1), today):
+        stamp = day.strftime("%Y/%m/%d")
+        for prefix in (f"capture/{endpoint}/AllTraffic/{stamp}/", f"ground-truth/{stamp}/"):
+            for key in s.list(prefix):
+                try:
+                    size = s.path(key).stat().st_size if sized else None
+                except FileNotFoundError:
+                    continue
+                out.append((key, size))
+    return tuple(out)
+
+
+def _read_traffic(endpoint: str, days: int | None, fingerprint: tuple) -> dict:
     from qcbr.monitoring.capture import join_ground_truth, read_capture, read_ground_truth
 
     since = _since(days)
@@ -160,54 +183,47 @@ def _read_traffic(endpoint: str, days: int | None) -> dict:
     truth = read_ground_truth(store(), since)
     labelled = join_ground_truth(outputs, truth)
     # keep the few columns the screens aggregate, not the captured payloads
+    predictions = outputs[["time", "confidence", "flagged", "model_version"]].reset_index(drop=True)
+    labelled = labelled[["time", "predicted", "actual", "confidence", "correct"]].reset_index(drop=True)
     return {
         "since": since,
-        "predictions": outputs[["time", "confidence", "flagged", "model_version"]].reset_index(drop=True),
-        "labelled": labelled[["time", "predicted", "actual", "confidence", "correct"]].reset_index(drop=True),
+        "predictions": predictions,
+        "labelled": labelled,
+        "summary": {
+            "predictions": int(len(predictions)),
+            "flagged": int(predictions["flagged"].fillna(False).astype(bool).sum()) if len(predictions) else 0,
+            "labelled": int(len(labelled)),
+            "accuracy": float(labelled["correct"].astype(bool).mean()) if len(labelled) else None,
+        },
+        "daily": _daily(predictions, labelled),
         "n_unreadable": capture.n_unreadable,
+        "fingerprint": fingerprint,
         "read_at": datetime.now(timezone.utc),
     }
+
+
+def _daily(p: pd.DataFrame, lab: pd.DataFrame) -> pd.DataFrame:
+    per_day = pd.DataFrame({"predictions": p.groupby(p["time"].dt.floor("D")).size()}) if len(p) else pd.DataFrame(
+        {"predictions": pd.Series(dtype=int)})
+    if len(lab):
+        g = lab.groupby(pd.to_datetime(lab["time"], utc=True).dt.floor("D"))
+        per_day = per_day.join(pd.DataFrame({"labelled": g.size(), "correct": g["correct"].sum()}), how="outer")
+    else:
+        per_day["labelled"], per_day["correct"] = 0, 0
+    per_day = per_day.fillna(0).astype(int)
+    per_day.index.name = "day"
+    return per_day.reset_index()
 
 
 def traffic(endpoint: str, days: int | None = 30) -> dict:
     """Captured predictions and their ground truth for the last ``days`` days (None: all):
     ``{since, predictions (time, confidence, flagged, model_version), labelled (time, predicted,
-    actual, confidence, correct), n_unreadable, read_at}``."""
-    return _cached("traffic", (endpoint, days), TRAFFIC_TTL, lambda: _read_traffic(endpoint, days))
-
-
-def traffic_summary(endpoint: str, days: int | None = 30) -> dict:
-    """Counts for the metric row: predictions, flagged, labelled, accuracy on labelled."""
-    def load() -> dict:
-        t = traffic(endpoint, days)
-        p, lab = t["predictions"], t["labelled"]
-        return {
-            "predictions": int(len(p)),
-            "flagged": int(p["flagged"].fillna(False).astype(bool).sum()) if len(p) else 0,
-            "labelled": int(len(lab)),
-            "accuracy": float(lab["correct"].astype(bool).mean()) if len(lab) else None,
-        }
-
-    return _cached("traffic", ("summary", endpoint, days), TRAFFIC_TTL, load)
-
-
-def daily_counts(endpoint: str, days: int | None = 30) -> pd.DataFrame:
-    """Predictions per day (columns day, predictions, labelled, correct)."""
-    def load() -> pd.DataFrame:
-        t = traffic(endpoint, days)
-        p, lab = t["predictions"], t["labelled"]
-        per_day = pd.DataFrame({"predictions": p.groupby(p["time"].dt.floor("D")).size()}) if len(p) else pd.DataFrame(
-            {"predictions": pd.Series(dtype=int)})
-        if len(lab):
-            g = lab.groupby(pd.to_datetime(lab["time"], utc=True).dt.floor("D"))
-            per_day = per_day.join(pd.DataFrame({"labelled": g.size(), "correct": g["correct"].sum()}), how="outer")
-        else:
-            per_day["labelled"], per_day["correct"] = 0, 0
-        per_day = per_day.fillna(0).astype(int)
-        per_day.index.name = "day"
-        return per_day.reset_index()
-
-    return _cached("traffic", ("daily", endpoint, days), TRAFFIC_TTL, load)
+    actual, confidence, correct), summary {predictions, flagged, labelled, accuracy}, daily
+    (day, predictions, labelled, correct), n_unreadable, fingerprint, read_at}``. Re-read when
+    today's capture or ground truth changed (see ``_fingerprint``)."""
+    fingerprint = _fingerprint(endpoint)
+    return _cached("traffic", (endpoint, days), TRAFFIC_TTL, lambda: _read_traffic(endpoint, days, fingerprint),
+                   version=fingerprint)
 
 
 # ----------------------------------------------------------------------------------- ROI
@@ -241,13 +257,15 @@ def production(endpoint_record: dict, days: int | None, freq: str, assumed: dict
 
     name = endpoint_record["EndpointName"]
 
+    t = traffic(name, days)
+
     def load() -> pd.DataFrame:
-        t = traffic(name, days)
         uptime = _clip(endpoint_uptime(endpoint_record), t["since"])
         return production_roi(t["predictions"], t["labelled"], uptime, assumed, freq=freq)
 
     key = (name, endpoint_record.get("CreationTime"), days, freq, _assumptions_key(assumed))
-    return _cached("traffic", ("production", *key), TRAFFIC_TTL, load)
+    # uptime grows with the clock: a minute's staleness is fine, a new read of the traffic is not
+    return _cached("traffic", ("production", *key), 60.0, load, version=t["read_at"])
 
 
 def version_metrics(version_record: dict) -> dict | None:

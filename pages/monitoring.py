@@ -99,7 +99,8 @@ days = PERIODS[period]
 
 # ------------------------------------------------------------------------------- traffic
 with ui.attempt(f"read the captured traffic of {endpoint}"):
-    summary = data.traffic_summary(endpoint, days)
+    seen = data.traffic(endpoint, days)
+    summary = seen["summary"]
     ui.metric_row([
         ("Endpoints in service", sum(e.get("EndpointStatus") == "InService" for e in endpoints)),
         ("Predictions (recent)", f"{summary['predictions']:,}"),
@@ -108,7 +109,7 @@ with ui.attempt(f"read the captured traffic of {endpoint}"):
         ("Accuracy on labelled", pct(summary["accuracy"])),
     ])
     if summary["predictions"]:
-        st.plotly_chart(mf.traffic_over_time(data.daily_counts(endpoint, days)), key="mon_traffic")
+        st.plotly_chart(mf.traffic_over_time(seen["daily"]), key="mon_traffic")
     else:
         st.caption(f"No captured predictions for {endpoint} in this period: make some on **Predict** (every "
                    "prediction is captured), or pick a longer period.")

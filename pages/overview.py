@@ -227,8 +227,7 @@ def save_assumptions() -> None:
     except Exception as exc:  # noqa: BLE001 - shown on the page by the script that follows
         st.session_state["qcbr_roi_error"] = exc
         return
-    data.clear("roi")
-    data.clear("traffic")
+    data.clear("roi")  # the ROI frames are keyed by the assumptions: they follow by themselves
     st.session_state["qcbr_roi_saved"] = sorted(changes)
     for key in [f"ov_a_{n}" for n in FIELDS] + [PAIRS_KEY, CLASS_KEY]:
         st.session_state.pop(key, None)  # redraw from what is stored now

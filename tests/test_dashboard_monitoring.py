@@ -159,6 +159,11 @@ def test_ttl_cache_reuses_within_ttl_reloads_after_and_stays_bounded():
     cache.clear("other")
     assert not cache._data
     assert calls == [1, 2, 3, 10, 11, 12, 13]
+    # a changed fingerprint of the sources reloads before the ttl is up
+    assert cache.get(("s", "t", 1), 60, lambda: load("a"), version=("f1",)) == "a"
+    assert cache.get(("s", "t", 1), 60, lambda: load("b"), version=("f1",)) == "a"
+    assert cache.get(("s", "t", 1), 60, lambda: load("c"), version=("f2",)) == "c"
+    assert calls[-2:] == ["a", "c"]
 
 
 # ----------------------------------------------------------------------- empty and roles
@@ -369,6 +374,30 @@ def test_schedule_and_scheduler_start_stop(home, seeded):
         from qcbr.monitoring.scheduler import stop_scheduler
 
         stop_scheduler(home, grace=0.0)
+
+
+@pytest.mark.slow
+def test_new_traffic_and_labels_show_on_the_next_rerun(home, seeded):
+    """The cached traffic is re-read as soon as today's capture or ground truth changes."""
+    from qcbr.roles import OPERATOR
+    from tests.monitoring_seed import ENDPOINT, _captured_rows
+
+    backend = seeded["backend"]
+    at = _open("manager", home)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Predictions (recent)"] == str(seeded["rows"])
+    result = backend.invoke(OPERATOR, ENDPOINT, {"instances": [[5.9, 3.0, 5.1, 1.8], [5.0, 3.4, 1.5, 0.2]]})
+    deadline = time.monotonic() + 30
+    while _captured_rows(backend.store, ENDPOINT) < seeded["rows"] + 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    seeded["rows"] += 2
+    at.run()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Predictions (recent)"] == str(seeded["rows"])
+    backend.submit_ground_truth(OPERATOR, result["predictions"][0]["inference_id"], "virginica")
+    seeded["labelled"].append((result["predictions"][0]["inference_id"], "virginica"))
+    at.run()
+    assert {m.label: m.value for m in at.metric}["Ground truth"] == str(len(seeded["labelled"]))
 
 
 @pytest.mark.slow
