@@ -222,7 +222,9 @@ else:
         st.plotly_chart(mf.class_mix(report.get("prediction_drift")), key="mon_classmix_fig")
     with tab_decay:
         decay = report.get("decay") or {}
-        if not decay.get("evaluated"):
+        if record["MonitoringExecutionStatus"] == "Failed":
+            st.info("This run failed before reading any ground truth; see the reason above.")
+        elif not decay.get("evaluated"):
             ui.empty_state("No ground truth in this window yet",
                            "Accuracy, recall per class and calibration appear once the true outcomes of predictions "
                            "arrive: users give them on **Predict** / **My predictions**, or with `qcbr ground-truth`. "

@@ -401,6 +401,32 @@ def test_new_traffic_and_labels_show_on_the_next_rerun(home, seeded):
 
 
 @pytest.mark.slow
+def test_an_execution_without_ground_truth_explains_how_labels_arrive(home, seeded):
+    from datetime import datetime, timezone
+
+    from qcbr.monitoring.job import monitor_endpoint
+    from qcbr.roles import OPERATOR
+    from tests.monitoring_seed import ENDPOINT, _captured_rows
+
+    backend = seeded["backend"]
+    since = datetime.now(timezone.utc)
+    time.sleep(0.01)
+    backend.invoke(OPERATOR, ENDPOINT, {"instances": [[6.3, 2.9, 5.6, 1.8]]})
+    deadline = time.monotonic() + 30
+    while _captured_rows(backend.store, ENDPOINT) < seeded["rows"] + 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    seeded["rows"] += 1
+    record = monitor_endpoint(backend, backend.store, ENDPOINT, since, actor=OPERATOR)
+    assert record["Summary"]["n_rows"] == 1 and record["Summary"]["n_labelled"] == 0
+    at = _open("data_scientist", home)
+    at.selectbox(key="mon_execution").set_value(record["ExecutionId"]).run()
+    assert not at.exception, [e.message for e in at.exception]
+    text = texts(at)
+    assert "No ground truth in this window yet" in text and "`qcbr ground-truth`" in text
+    assert not any(c.key == "mon_decay_fig" for c in at.get("plotly_chart"))
+
+
+@pytest.mark.slow
 def test_warm_reruns_stay_fast_on_a_long_history(request, home, seeded):
     """60 days x 24 h x 70 captured rows (100,800), 20% labelled, 200 executions: the first run
     reads them; reruns (widget changes) reuse the cached aggregates."""
