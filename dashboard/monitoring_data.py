@@ -25,7 +25,7 @@ import streamlit as st
 from dashboard.state import config
 
 LISTING_TTL = 5.0  # executions, schedules, policies, notifications
-TRAFFIC_TTL = 300.0  # capture + ground-truth aggregates (the expensive read), also checked by fingerprint
+TRAFFIC_TTL = 600.0  # capture + ground-truth aggregates (the expensive read); re-read sooner when the fingerprint moves
 ARTIFACT_TTL = 3600.0  # execution reports and version metrics never change once written
 MAX_ENTRIES = 256
 MAX_EXECUTIONS = 500  # per endpoint, for the over-time charts

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import numpy as np
 import pandas as pd
@@ -16,7 +16,7 @@ import pytest
 
 from dashboard import monitoring_figures as mf
 from dashboard.monitoring_data import TTLCache
-from dashboard.testing import APP, REPO_ROOT, app_as, ensure_user, open_page, page_path, texts
+from dashboard.testing import REPO_ROOT, app_as, ensure_user, open_page, page_path, texts
 from tests.monitoring_seed import history_endpoint, seeded_home, use_home
 
 
@@ -402,8 +402,6 @@ def test_new_traffic_and_labels_show_on_the_next_rerun(home, seeded):
 
 @pytest.mark.slow
 def test_an_execution_without_ground_truth_explains_how_labels_arrive(home, seeded):
-    from datetime import datetime, timezone
-
     from qcbr.monitoring.job import monitor_endpoint
     from qcbr.roles import OPERATOR
     from tests.monitoring_seed import ENDPOINT, _captured_rows
