@@ -7,6 +7,7 @@ In-process tests drive the real app through Starlette's TestClient; the process 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import signal
@@ -279,7 +280,9 @@ def test_concurrent_requests_are_batched_and_answered_correctly(model_dir, model
             answers = await asyncio.gather(bad, *(c.post("/invocations", json={"instances": [r]}) for r in rows))
         return answers
 
-    answers = asyncio.run(go())
+    # a fresh thread has no running event loop, whatever other tests left in the main thread
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        answers = pool.submit(asyncio.run, go()).result()
     assert answers[0].status_code == 400
     assert same_predictions([a.json()["predictions"][0] for a in answers[1:]], expected)
     batcher = app.state.batcher

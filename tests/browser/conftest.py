@@ -26,7 +26,7 @@ ROLES = {"business": "analyst", "data_scientist": "scientist", "manager": "manag
 PAINTS: list[dict] = []
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def dashboard(tmp_path_factory):
     """The running dashboard; its output (minus passwords) is kept as tests/artifacts/browser/streamlit.log."""
     if not shutil.which(CHROMIUM):
@@ -42,7 +42,7 @@ def dashboard(tmp_path_factory):
         (ARTIFACTS / "streamlit.log").write_text(re.sub(r"password \S+", "password ********", server.output()))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(tmp_path_factory):
     """A headless Chromium with a fresh profile; each test opens its own tab (its own Streamlit session)."""
     from playwright.sync_api import sync_playwright
@@ -55,7 +55,7 @@ def browser(tmp_path_factory):
             context.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def accounts(dashboard, browser) -> dict[str, tuple[str, str]]:
     """role -> (name, password) of the initial accounts, read from the first start's banner."""
     page = browser.new_page()
