@@ -267,9 +267,13 @@ else:
 
 # ------------------------------------------------------------------------------ schedule
 st.subheader("Schedule")
-if not hasattr(backend, "monitoring_scheduler_status"):
-    st.info(f"On the {backend.name} backend an EventBridge schedule runs the same monitoring job "
-            "(see infra/); results appear here like on-demand runs.")
+if backend.name != "local":
+    # the endpoint stacks' EventBridge rules are this backend's scheduler (qcbr.lifecycle.aws.monitoring_rules)
+    with ui.attempt("read the monitoring schedule's rules"):
+        rules = backend.monitoring_scheduler_status().get("rules") or []
+        listed = ", ".join(f"{r['Name']} {r['State']} ({r['ScheduleExpression']})" for r in rules) or "none yet"
+        st.info(f"On the {backend.name} backend the endpoint stacks' EventBridge rules run the same monitoring job "
+                f"(see infra/); results appear here like on-demand runs. Rules: {listed}.")
 else:
     status = backend.monitoring_scheduler_status()
     schedules, state = data.schedules()

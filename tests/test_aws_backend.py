@@ -485,3 +485,55 @@ def test_restart_recreates_a_vanished_endpoint(aws_env):
     back = backend.restart_endpoint(DS, "phoenix")
     assert back["EndpointStatus"] == "InService"
     assert client("sagemaker").describe_endpoint(EndpointName="phoenix")["EndpointStatus"] == "InService"
+
+
+# -- the protocol and the monitoring scheduler --------------------------------------------------------
+def test_both_backends_satisfy_the_backend_protocol(aws_env, tmp_path):
+    from qcbr.config import load_config
+    from qcbr.lifecycle.base import Backend
+    from qcbr.lifecycle.local import LocalBackend
+
+    assert isinstance(backend_for(aws_env), Backend)
+    assert isinstance(LocalBackend(load_config(env={"QCBR_HOME": str(tmp_path / "home")})), Backend)
+
+
+def _monitoring_rule(name: str, expression: str = "rate(1 hour)", state: str = "ENABLED") -> None:
+    """As the endpoint stack's MonitoringSchedule (infra/cloudformation/endpoint.yaml) creates it."""
+    client("events").put_rule(Name=name, ScheduleExpression=expression, State=state,
+                              Description="Runs qcbr's monitoring job on this endpoint's data capture.")
+
+
+def test_monitoring_scheduler_is_the_endpoint_stacks_eventbridge_rules(aws_env):
+    backend = backend_for(aws_env)
+    project = aws_env["QCBR_PROJECT"]
+    with pytest.raises(StateError, match=f"project {project} has no monitoring rules.*endpoint.yaml"):
+        backend.start_monitoring_scheduler(MANAGER)
+    assert backend.monitoring_scheduler_status()["running"] is False
+
+    _monitoring_rule(f"{project}-staging-monitoring", "rate(30 minutes)")
+    _monitoring_rule(f"{project}-prod-monitoring", "rate(1 hour)", state="DISABLED")
+    _monitoring_rule(f"{project}-model-approved", "rate(5 minutes)")  # the project's, not monitoring
+    _monitoring_rule(f"other{project}-staging-monitoring")  # another project's
+    status = backend.monitoring_scheduler_status()
+    assert status["running"] is True and status["pid"] is None and status["every_minutes"] == 30.0
+    assert [(r["Name"], r["State"], r["Endpoint"], r["Stage"], r["EveryMinutes"]) for r in status["rules"]] == [
+        (f"{project}-prod-monitoring", "DISABLED", f"{project}-prod", "prod", 60.0),
+        (f"{project}-staging-monitoring", "ENABLED", f"{project}-staging", "staging", 30.0)]
+    assert f"/aws/lambda/{project}-staging-monitoring" in status["log"]
+
+    with pytest.raises(RoleError):
+        backend.stop_monitoring_scheduler(BUSINESS)
+    stopped = backend.stop_monitoring_scheduler(MANAGER)
+    events = client("events")
+    assert {events.describe_rule(Name=f"{project}-{s}-monitoring")["State"] for s in ("staging", "prod")} == {"DISABLED"}
+    assert stopped["running"] is False and stopped["every_minutes"] == 30.0  # the rules' own schedule
+    assert events.describe_rule(Name=f"{project}-model-approved")["State"] == "ENABLED"
+    assert events.describe_rule(Name=f"other{project}-staging-monitoring")["State"] == "ENABLED"
+
+    started = backend.start_monitoring_scheduler(DS, every_minutes=5)
+    assert {events.describe_rule(Name=f"{project}-{s}-monitoring")["State"] for s in ("staging", "prod")} == {"ENABLED"}
+    assert started["running"] is True and started == backend.monitoring_scheduler_status()
+    (start,) = backend.audit_log(1, "start_monitoring_scheduler")
+    assert start["user"] == "dana" and start["details"]["rules"] == [f"{project}-prod-monitoring",
+                                                                      f"{project}-staging-monitoring"]
+    assert backend.audit_log(1, "stop_monitoring_scheduler")[0]["user"] == "maria"

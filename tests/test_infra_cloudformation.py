@@ -216,6 +216,11 @@ def test_endpoint_stack_reaches_create_complete_in_moto(aws_env, tmp_path):
     monitor = lam.get_function(FunctionName=f"{project}-staging-monitoring")["Configuration"]
     assert monitor["Handler"] == "qcbr.lifecycle.aws.monitoring_schedule.handler"
     assert events.list_targets_by_rule(Rule=f"{project}-staging-monitoring")["Targets"][0]["Arn"] == monitor["FunctionArn"]
+    # the backend's monitoring scheduler is this rule (and every other stage's)
+    scheduler = backend.monitoring_scheduler_status()
+    assert [(r["Name"], r["Endpoint"], r["State"]) for r in scheduler["rules"]] == [
+        (f"{project}-staging-monitoring", f"{project}-staging", "ENABLED")]
+    assert scheduler["running"] is True and scheduler["every_minutes"] == 60.0
     api = client("apigateway")
     api_id = resources["Api"]["PhysicalResourceId"]
     paths = {r["path"]: r for r in api.get_resources(restApiId=api_id)["items"]}

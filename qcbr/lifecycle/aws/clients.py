@@ -86,6 +86,10 @@ class AwsClients:
     def logs(self) -> Any:
         return self.client("logs")
 
+    @property
+    def events(self) -> Any:
+        return self.client("events")
+
     def account_id(self) -> str:
         if self._account is None:
             with translate("reading the caller identity (sts get-caller-identity)"):

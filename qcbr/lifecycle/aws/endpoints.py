@@ -20,9 +20,9 @@ from typing import Any, Callable
 
 from qcbr.errors import ConfigError, NotFoundError, StateError
 from qcbr.lifecycle.aws.clients import AwsClients, is_not_found, translate
-from qcbr.lifecycle.aws.records import (append_audit, check_name, get_json, iso, put_json, resource_name,
-                                        utcnow)
-from qcbr.lifecycle.base import STAGES
+from qcbr.lifecycle.aws.records import append_audit, resource_name
+from qcbr.lifecycle.checks import check_deployable, check_updatable, deploy_action, endpoint_exists, require_delete
+from qcbr.lifecycle.records import check_name, get_json, iso, put_json, utcnow
 from qcbr.roles import Actor, require
 
 VARIANT = "AllTraffic"
@@ -40,24 +40,6 @@ BLUE_GREEN = {
         "MaximumExecutionTimeoutInSeconds": 3600,
     }
 }
-
-
-def deploy_action(stage: str) -> str:
-    if stage not in STAGES:
-        raise StateError(f"stage {stage!r} is not a stage; use one of {', '.join(STAGES)}")
-    return f"deploy_{stage}"
-
-
-def check_deployable(version: dict, stage: str) -> None:
-    status = version["ModelApprovalStatus"]
-    number = version["ModelPackageVersion"]
-    if status == "Rejected":
-        raise StateError(f"model version {number} is Rejected; a rejected version cannot be deployed")
-    if stage == "prod" and status != "Approved":
-        raise StateError(
-            f"model version {number} is {status}; only Approved versions go to prod "
-            f"(a manager approves with `qcbr models approve {number}`)"
-        )
 
 
 class Endpoints:
@@ -286,11 +268,7 @@ class Endpoints:
         raw = self._describe_sm(name)
         if existing or raw:
             what = (f"{STATUS_MAP.get(raw['EndpointStatus'], raw['EndpointStatus'])}" if raw else "recorded")
-            raise StateError(
-                f"endpoint {name!r} already exists ({what}, model version "
-                f"{(existing or {}).get('ModelPackageVersion')}); switch its version with `qcbr endpoints update "
-                f"{name} --model {version['ModelPackageVersion']}`, or delete it first"
-            )
+            raise endpoint_exists(name, what, (existing or {}).get("ModelPackageVersion"), version["ModelPackageVersion"])
         model_name, config_name = self._create_config(name, version, stage)
         with translate(f"creating endpoint {name}"):
             arn = self.clients.sagemaker.create_endpoint(
@@ -316,12 +294,7 @@ class Endpoints:
         version = self.model_version(int(model_version))
         check_deployable(version, record["Stage"])
         number = version["ModelPackageVersion"]
-        current = self.describe(name)
-        if current["EndpointStatus"] != "InService":
-            raise StateError(
-                f"endpoint {name} is {current['EndpointStatus']}; only an InService endpoint can be updated "
-                f"(bring it back with `qcbr endpoints restart {name}`)"
-            )
+        check_updatable(name, self.describe(name)["EndpointStatus"])
         model_name, config_name = self._create_config(name, version, record["Stage"])
         with translate(f"updating endpoint {name} to model version {number}"):
             self.clients.sagemaker.update_endpoint(
@@ -366,9 +339,7 @@ class Endpoints:
 
     def delete(self, actor: Actor, name: str) -> None:
         record = self._read(name)
-        require(actor, "delete_endpoint")
-        if record["Stage"] == "prod":
-            require(actor, "deploy_prod")  # taking prod down is a prod change
+        require_delete(actor, record)
         self._writable(record)
         sm = self.clients.sagemaker
         record["EndpointStatus"] = "Deleting"

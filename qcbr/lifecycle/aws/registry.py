@@ -12,16 +12,18 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from qcbr.errors import ConfigError, NotFoundError, StateError
+from qcbr.errors import ConfigError, NotFoundError
 from qcbr.lifecycle.aws.artifacts import inspect_model, numeric_metrics
 from qcbr.lifecycle.aws.clients import AwsClients, is_not_found, translate
-from qcbr.lifecycle.aws.records import append_audit, get_json, iso, put_json, utcnow
+from qcbr.lifecycle.aws.records import append_audit
+from qcbr.lifecycle.checks import (accuracy_of, check_decision, check_min_accuracy, check_registrable,
+                                   decision_action)
+from qcbr.lifecycle.records import get_json, iso, put_json, utcnow
 from qcbr.roles import Actor, require
 from qcbr.storage import parse_s3_uri
 
 CONTENT_TYPES = ["application/json", "text/csv"]
 INFERENCE_INSTANCE_TYPES = ["ml.t2.medium", "ml.m5.large", "ml.m5.xlarge", "ml.c5.large", "ml.c5.xlarge"]
-ACCURACY_METRIC = "validation:accuracy"
 
 
 class Registry:
@@ -69,10 +71,7 @@ class Registry:
     def register(self, actor: Actor, job_name: str, min_accuracy: float | None = None, description: str = "") -> dict:
         require(actor, "register_model")
         job = self.jobs.describe(job_name, log_lines=0)
-        if job["TrainingJobStatus"] != "Completed":
-            raise StateError(
-                f"training job {job_name} is {job['TrainingJobStatus']}; only a Completed job can be registered"
-            )
+        check_registrable(job)
         marker = get_json(self.store, f"registry/{self.group}/jobs/{job_name}/version.json", default=None)
         if marker:
             return self.describe(marker["ModelPackageVersion"])  # registering a job twice is a no-op
@@ -86,16 +85,8 @@ class Registry:
             data = self.clients.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         info = inspect_model(data)
         metrics = numeric_metrics(info["metrics"])
-        accuracy = metrics.get(ACCURACY_METRIC, metrics.get("cv:accuracy"))
-        if min_accuracy is not None:
-            if accuracy is None:
-                raise StateError(f"training job {job_name} reported no accuracy, so the condition "
-                                 f"accuracy >= {min_accuracy:g} cannot be checked; not registered")
-            if accuracy < float(min_accuracy):
-                raise StateError(
-                    f"model from training job {job_name} has validation accuracy {accuracy:.4f}, below the "
-                    f"required {float(min_accuracy):.4f}; not registered (retrain, or lower --min-accuracy)"
-                )
+        accuracy = accuracy_of(metrics)
+        check_min_accuracy(job_name, accuracy, min_accuracy)
 
         # evidence next to the registry, referenced from ModelMetrics (SageMaker reads S3 URIs)
         evidence = {name: self.store.put(f"registry/{self.group}/jobs/{job_name}/{name}", blob)
@@ -266,12 +257,11 @@ class Registry:
 
     # -- approval -------------------------------------------------------------------------------
     def decide(self, actor: Actor, version: int, status: str, comment: str = "") -> dict:
-        action = "approve_model" if status == "Approved" else "reject_model"
+        action = decision_action(status)
         require(actor, action)
         raw = self._raw(version)
         current = raw.get("ModelApprovalStatus")
-        if current == status:
-            raise StateError(f"model version {version} is already {status}")
+        check_decision(version, current, status)
         comment = (comment or "").strip()
         description = f"{status} by {actor.name}" + (f": {comment}" if comment else "")
         customer = dict(raw.get("CustomerMetadataProperties") or {})

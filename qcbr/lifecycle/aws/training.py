@@ -11,15 +11,18 @@ CloudWatch Logs (``/aws/sagemaker/TrainingJobs``), when the caller may read it.
 from __future__ import annotations
 
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from qcbr.errors import ConfigError, NotFoundError, StateError
 from qcbr.lifecycle.aws.clients import AwsClients, translate
-from qcbr.lifecycle.aws.records import (append_audit, check_name, get_json, iso, put_json, slug, stamp)
+from qcbr.lifecycle.aws.records import append_audit
+from qcbr.lifecycle.checks import ACTIVE_JOB as ACTIVE
+from qcbr.lifecycle.checks import check_stoppable, prepare_training_job
+from qcbr.lifecycle.records import get_json, iso, job_lineage, put_json, slug, stamp, training_channel
 from qcbr.roles import Actor, require
 
-ACTIVE = ("InProgress", "Stopping")
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 META = "qcbr-job.json"
 MAX_RUNTIME_S = 6 * 3600
@@ -36,16 +39,6 @@ SECONDARY_FRACTION = {
 _LOG_PREFIX = re.compile(r"^\[train \d\d:\d\d:\d\d\] ")
 
 
-def stringify_hyperparameters(hps: dict[str, Any] | None) -> dict[str, str]:
-    """SageMaker takes hyperparameters as strings only."""
-    out: dict[str, str] = {}
-    for key, value in (hps or {}).items():
-        if value is None:
-            continue
-        out[str(key)] = ("true" if value else "false") if isinstance(value, bool) else str(value)
-    return out
-
-
 def default_job_name(project: str, dataset: str) -> str:
     """Starts with the project, so IAM policies can scope to training-job/<project>-*."""
     import secrets
@@ -53,17 +46,6 @@ def default_job_name(project: str, dataset: str) -> str:
     tail = f"-{stamp()}-{secrets.token_hex(2)}"
     head = slug(f"{project}-{dataset}", 63 - len(tail))
     return f"{head}{tail}"
-
-
-def channel(s3_uri: str) -> dict:
-    return {
-        "ChannelName": "train",
-        "DataSource": {"S3DataSource": {
-            "S3DataType": "S3Prefix", "S3Uri": s3_uri, "S3DataDistributionType": "FullyReplicated",
-        }},
-        "ContentType": "application/x-parquet",
-        "InputMode": "File",
-    }
 
 
 class TrainingJobs:
@@ -96,7 +78,7 @@ class TrainingJobs:
                 "MetricDefinitions": METRIC_DEFINITIONS,
             },
             "RoleArn": role,
-            "InputDataConfig": [channel(dataset["S3Uri"])],
+            "InputDataConfig": [training_channel(dataset["S3Uri"])],
             "OutputDataConfig": {"S3OutputPath": self.store.uri("jobs")},
             "ResourceConfig": {"InstanceType": self.config.aws_instance_type, "InstanceCount": 1,
                                "VolumeSizeInGB": 10},
@@ -112,23 +94,14 @@ class TrainingJobs:
 
     def create(self, actor: Actor, dataset: dict, hyperparameters: dict[str, Any],
                job_name: str | None = None) -> dict:
-        require(actor, "create_training_job")
-        from qcbr.training.train import parse_hyperparameters
-
-        hps = stringify_hyperparameters(hyperparameters)
-        try:
-            parse_hyperparameters(hps)
-        except ValueError as exc:
-            raise StateError(f"hyperparameters not accepted: {exc}") from None
-        name = check_name("training job", job_name) if job_name else default_job_name(
-            self.config.project, dataset["DatasetName"])
+        name, hps = prepare_training_job(actor, hyperparameters, job_name,
+                                         lambda: default_job_name(self.config.project, dataset["DatasetName"]))
         request = self.request(name, dataset, hps, actor)
         meta = {
             "TrainingJobName": name,
             "Project": self.config.project,
             "CreatedBy": actor.name,
-            "Lineage": {"DatasetName": dataset["DatasetName"], "DatasetSha256": dataset["Sha256"],
-                        "MlflowRunId": None},
+            "Lineage": job_lineage(dataset),
         }
         if self._meta(name) is not None or self._exists(name):
             raise StateError(f"training job {name!r} already exists; pick another --job-name")
@@ -261,17 +234,19 @@ class TrainingJobs:
         return "\n".join(message for _, message in lines[-max_lines:])
 
     # -- stop -----------------------------------------------------------------------------------
-    def stop(self, actor: Actor, name: str) -> dict:
+    def stop(self, actor: Actor, name: str, wait: float = 0.0) -> dict:
+        """StopTrainingJob; with ``wait`` (seconds) poll until SageMaker says Stopped (or another end)."""
         require(actor, "stop_training_job")
-        record = self.describe(name, log_lines=0)
-        if record["TrainingJobStatus"] not in ACTIVE:
-            raise StateError(
-                f"training job {name} is {record['TrainingJobStatus']}; only an InProgress job can be stopped"
-            )
+        check_stoppable(name, self.describe(name, log_lines=0)["TrainingJobStatus"])
         with translate(f"stopping training job {name}"):
             self.clients.sagemaker.stop_training_job(TrainingJobName=name)
         append_audit(self.store, actor, "stop_training_job", name)
-        return self.describe(name)
+        record = self.describe(name)
+        deadline = time.monotonic() + wait
+        while record["TrainingJobStatus"] in ACTIVE and time.monotonic() < deadline:
+            time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
+            record = self.describe(name)
+        return record
 
 
 def progress(status: str, secondary: str, trail: list[dict], failure: str | None, log: str) -> dict:

@@ -10,14 +10,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from qcbr.lifecycle.local.state import file_lock, utcnow
+from qcbr.lifecycle.local.state import file_lock
+from qcbr.lifecycle.records import audit_entry, select_audit
 from qcbr.roles import Actor
 
 
 def append_audit(path: Path, actor: Actor, action: str, target: str, **details: Any) -> dict:
-    entry = {"time": utcnow(), "user": actor.name, "role": actor.role, "action": action, "target": target}
-    if details:
-        entry["details"] = details
+    entry = audit_entry(actor, action, target, details)
     line = (json.dumps(entry, sort_keys=True, default=str) + "\n").encode()
     path.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(path.with_name(path.name + ".lock")):
@@ -36,15 +35,12 @@ def read_audit(path: Path, limit: int | None = None, action: str | None = None) 
         lines = path.read_text().splitlines()
     except FileNotFoundError:
         return []
-    out: list[dict] = []
-    for line in reversed(lines):
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if action and entry.get("action") != action:
-            continue
-        out.append(entry)
-        if limit is not None and len(out) >= limit:
-            break
-    return out
+
+    def entries():
+        for line in reversed(lines):
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                yield None
+
+    return select_audit(entries(), limit, action)

@@ -30,11 +30,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from qcbr.errors import NotFoundError, StateError
-from qcbr.lifecycle.base import STAGES
+from qcbr.lifecycle.checks import check_deployable, check_updatable, deploy_action, endpoint_exists, require_delete
 from qcbr.lifecycle.local import procs
 from qcbr.lifecycle.local.audit import append_audit
 from qcbr.lifecycle.local.jobs import python_env
-from qcbr.lifecycle.local.state import Paths, check_name, file_lock, parse_time, try_lock, update_json, utcnow
+from qcbr.lifecycle.local.state import Paths, file_lock, try_lock, update_json
+from qcbr.lifecycle.records import check_name, parse_time, utcnow
 from qcbr.roles import Actor, require
 from qcbr.storage import LocalObjectStore, atomic_write_json, parse_s3_uri, read_json
 
@@ -58,24 +59,6 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return False
     return True
-
-
-def deploy_action(stage: str) -> str:
-    if stage not in STAGES:
-        raise StateError(f"stage {stage!r} is not a stage; use one of {', '.join(STAGES)}")
-    return f"deploy_{stage}"
-
-
-def check_deployable(version: dict, stage: str) -> None:
-    status = version["ModelApprovalStatus"]
-    number = version["ModelPackageVersion"]
-    if status == "Rejected":
-        raise StateError(f"model version {number} is Rejected; a rejected version cannot be deployed")
-    if stage == "prod" and status != "Approved":
-        raise StateError(
-            f"model version {number} is {status}; only Approved versions go to prod "
-            f"(a manager approves with `qcbr models approve {number}`)"
-        )
 
 
 class EndpointManager:
@@ -371,11 +354,8 @@ class EndpointManager:
             path = self.paths.endpoint_record(name)
             if path.is_file():
                 existing = read_json(path)
-                raise StateError(
-                    f"endpoint {name!r} already exists ({existing['EndpointStatus']}, model version "
-                    f"{existing['ModelPackageVersion']}); switch its version with `qcbr endpoints update {name} "
-                    f"--model {version['ModelPackageVersion']}`, or delete it first"
-                )
+                raise endpoint_exists(name, existing["EndpointStatus"], existing["ModelPackageVersion"],
+                                      version["ModelPackageVersion"])
             now = utcnow()
             record = {
                 "EndpointName": name, "EndpointArn": endpoint_arn(name), "EndpointStatus": "Creating",
@@ -415,11 +395,7 @@ class EndpointManager:
         number = version["ModelPackageVersion"]
         with file_lock(self._op_lock(name)):
             record = self.reconcile(name)
-            if record["EndpointStatus"] != "InService":
-                raise StateError(
-                    f"endpoint {name} is {record['EndpointStatus']}; only an InService endpoint can be updated "
-                    f"(bring it back with `qcbr endpoints restart {name}`)"
-                )
+            check_updatable(name, record["EndpointStatus"])
             old = record["Internal"]["Variant"]
             self._set_status(name, "Updating", None)
             new = None
@@ -458,10 +434,7 @@ class EndpointManager:
         return self.wait(name) if wait else self.describe(name)
 
     def delete(self, actor: Actor, name: str) -> None:
-        record = self._read(name)
-        require(actor, "delete_endpoint")
-        if record["Stage"] == "prod":
-            require(actor, "deploy_prod")  # taking prod down is a prod change
+        require_delete(actor, self._read(name))
         with file_lock(self._op_lock(name)):
             record = self._read(name)
             self._set_status(name, "Deleting", None)

@@ -9,7 +9,6 @@ InProgress forever.
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import signal
 import sys
@@ -19,14 +18,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 from qcbr.errors import NotFoundError, StateError
+from qcbr.lifecycle.checks import ACTIVE_JOB as ACTIVE
+from qcbr.lifecycle.checks import check_stoppable, prepare_training_job
 from qcbr.lifecycle.local import procs
 from qcbr.lifecycle.local.audit import append_audit
-from qcbr.lifecycle.local.state import Paths, check_name, file_lock, parse_time, update_json, utcnow
+from qcbr.lifecycle.local.state import Paths, file_lock, update_json
+from qcbr.lifecycle.records import job_lineage, parse_time, slug, stamp, training_channel, utcnow
 from qcbr.roles import Actor, require
 from qcbr.storage import LocalObjectStore, read_json
 
 SUPERVISOR_MODULE = "qcbr.lifecycle.local.supervisor"
-ACTIVE = ("InProgress", "Stopping")
 # a record with no supervisor pid this long after creation means the starter died mid-start
 START_GRACE_S = 60.0
 LOG_NAME = "job.log"
@@ -67,26 +68,8 @@ def finish(record: dict, status: str, secondary: str, message: str, reason: str 
     record["LastModifiedTime"] = utcnow()
 
 
-def stringify_hyperparameters(hps: dict[str, Any]) -> dict[str, str]:
-    """SageMaker passes hyperparameters as strings; so do we, even for local jobs."""
-    out: dict[str, str] = {}
-    for key, value in (hps or {}).items():
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            out[str(key)] = "true" if value else "false"
-        else:
-            out[str(key)] = str(value)
-    return out
-
-
-def _slug(text: str, limit: int) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:limit].strip("-") or "job"
-
-
 def default_job_name(dataset: str) -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return f"{_slug(dataset, 30)}-{stamp}-{secrets.token_hex(2)}"
+    return f"{slug(dataset, 30, fallback='job')}-{stamp()}-{secrets.token_hex(2)}"
 
 
 def python_env() -> dict[str, str]:
@@ -110,15 +93,8 @@ class JobManager:
 
     # -- create ---------------------------------------------------------------------------------
     def create(self, actor: Actor, dataset: dict, hyperparameters: dict[str, Any], job_name: str | None = None) -> dict:
-        require(actor, "create_training_job")
-        from qcbr.training.train import parse_hyperparameters
-
-        hps = stringify_hyperparameters(hyperparameters)
-        try:
-            parse_hyperparameters(hps)
-        except ValueError as exc:
-            raise StateError(f"hyperparameters not accepted: {exc}") from None
-        name = check_name("training job", job_name) if job_name else default_job_name(dataset["DatasetName"])
+        name, hps = prepare_training_job(actor, hyperparameters, job_name,
+                                         lambda: default_job_name(dataset["DatasetName"]))
         job_dir = self.paths.job(name)
         self.paths.jobs.mkdir(parents=True, exist_ok=True)
         try:
@@ -138,15 +114,7 @@ class JobManager:
             "FailureReason": None,
             "HyperParameters": hps,
             "AlgorithmSpecification": {"TrainingImage": "qcbr-local", "TrainingInputMode": "File"},
-            "InputDataConfig": [{
-                "ChannelName": "train",
-                "DataSource": {"S3DataSource": {
-                    "S3DataType": "S3Prefix", "S3Uri": dataset["S3Uri"],
-                    "S3DataDistributionType": "FullyReplicated",
-                }},
-                "ContentType": "application/x-parquet",
-                "InputMode": "File",
-            }],
+            "InputDataConfig": [training_channel(dataset["S3Uri"])],
             "OutputDataConfig": {"S3OutputPath": self.store.uri("jobs")},
             "ModelArtifacts": None,
             "CreationTime": now,
@@ -154,7 +122,7 @@ class JobManager:
             "TrainingEndTime": None,
             "LastModifiedTime": now,
             "FinalMetricDataList": [],
-            "Lineage": {"DatasetName": dataset["DatasetName"], "DatasetSha256": dataset["Sha256"], "MlflowRunId": None},
+            "Lineage": job_lineage(dataset),
             "CreatedBy": actor.name,
             "Internal": {
                 "Project": self.project,
@@ -290,11 +258,7 @@ class JobManager:
     def stop(self, actor: Actor, name: str, wait: float = 0.0) -> dict:
         require(actor, "stop_training_job")
         job_dir = self._dir(name)
-        record = self.reconcile(job_dir)
-        if record["TrainingJobStatus"] not in ACTIVE:
-            raise StateError(
-                f"training job {name} is {record['TrainingJobStatus']}; only an InProgress job can be stopped"
-            )
+        check_stoppable(name, self.reconcile(job_dir)["TrainingJobStatus"])
         pid_box: dict[str, Any] = {}
 
         def mark(r: dict) -> None:

@@ -13,11 +13,14 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from qcbr.errors import NotFoundError, StateError
+from qcbr.errors import NotFoundError
+from qcbr.lifecycle.checks import (accuracy_of, check_decision, check_min_accuracy, check_registrable,
+                                   decision_action)
 from qcbr.lifecycle.local.audit import append_audit
 from qcbr.lifecycle.local.jobs import JobManager
-from qcbr.lifecycle.local.state import Paths, file_lock, utcnow
+from qcbr.lifecycle.local.state import Paths, file_lock
 from qcbr.lifecycle.local.tracking import Tracking, uri_to_path
+from qcbr.lifecycle.records import utcnow
 from qcbr.roles import Actor, require
 
 PENDING, APPROVED, REJECTED = "PendingManualApproval", "Approved", "Rejected"
@@ -26,13 +29,6 @@ HISTORY_PREFIX = "approval."
 
 def package_arn(project: str, version: int) -> str:
     return f"arn:aws:sagemaker:local:000000000000:model-package/{project.lower()}/{version}"
-
-
-def accuracy_of(metrics: dict[str, float]) -> float | None:
-    for key in ("validation:accuracy", "cv:accuracy"):
-        if isinstance(metrics.get(key), (int, float)):
-            return float(metrics[key])
-    return None
 
 
 class Registry:
@@ -104,22 +100,10 @@ class Registry:
     def register(self, actor: Actor, job_name: str, min_accuracy: float | None = None, description: str = "") -> dict:
         require(actor, "register_model")
         job = self.jobs.describe(job_name, log_lines=0)
-        if job["TrainingJobStatus"] != "Completed":
-            raise StateError(
-                f"training job {job_name} is {job['TrainingJobStatus']}; only a Completed job can be registered"
-                + (f" (it failed: {job['FailureReason']})" if job.get("FailureReason") else "")
-            )
+        check_registrable(job)
         metrics = {m["MetricName"]: float(m["Value"]) for m in job["FinalMetricDataList"]}
         accuracy = accuracy_of(metrics)
-        if min_accuracy is not None:
-            if accuracy is None:
-                raise StateError(f"training job {job_name} reported no accuracy, so the condition "
-                                 f"accuracy >= {min_accuracy:g} cannot be checked; not registered")
-            if accuracy < float(min_accuracy):
-                raise StateError(
-                    f"model from training job {job_name} has validation accuracy {accuracy:.4f}, below the "
-                    f"required {float(min_accuracy):.4f}; not registered (retrain, or lower --min-accuracy)"
-                )
+        check_min_accuracy(job_name, accuracy, min_accuracy)
         with self._lock():
             for existing in self.tracking.list_versions():
                 if (existing.tags or {}).get("TrainingJobName") == job_name:
@@ -148,13 +132,14 @@ class Registry:
                      job=job_name, accuracy=accuracy, min_accuracy=min_accuracy)
         return self._record(mv)
 
-    def _decide(self, actor: Actor, version: int, status: str, comment: str, action: str) -> dict:
+    def decide(self, actor: Actor, version: int, status: str, comment: str = "") -> dict:
+        """Approve or reject (``status``): one more approval.NNNN tag and the new status."""
+        action = decision_action(status)
         require(actor, action)
         with self._lock():
             record = self.describe(version)
             current = record["ModelApprovalStatus"]
-            if current == status:
-                raise StateError(f"model version {record['ModelPackageVersion']} is already {status}")
+            check_decision(record["ModelPackageVersion"], current, status)
             entry = {"Status": status, "By": actor.name, "Comment": comment or "", "Time": utcnow()}
             index = len(record["ApprovalHistory"]) + 1
             self.tracking.set_version_tags(record["ModelPackageVersion"], {
@@ -164,9 +149,3 @@ class Registry:
         append_audit(self.paths.audit, actor, action, f"{self.project}/{record['ModelPackageVersion']}",
                      previous=current, status=status, comment=comment or "")
         return self.describe(version)
-
-    def approve(self, actor: Actor, version: int, comment: str = "") -> dict:
-        return self._decide(actor, version, APPROVED, comment, "approve_model")
-
-    def reject(self, actor: Actor, version: int, comment: str = "") -> dict:
-        return self._decide(actor, version, REJECTED, comment, "reject_model")

@@ -8,34 +8,11 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from qcbr.errors import StateError
 from qcbr.storage import atomic_write_json, read_json
-
-# SageMaker's resource-name rule (training jobs, endpoints): letters, digits and single hyphens
-NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
-
-
-def utcnow() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-def parse_time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
-
-
-def check_name(kind: str, name: str) -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise StateError(
-            f"{kind} name {name!r} is not valid: use 1-63 letters, digits and hyphens, "
-            "starting and ending with a letter or digit (e.g. 'churn-staging')"
-        )
-    return name
 
 
 class Paths:

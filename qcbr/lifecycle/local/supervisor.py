@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from qcbr.lifecycle.local.jobs import finish, transition, update_status
-from qcbr.lifecycle.local.state import Paths, utcnow
+from qcbr.lifecycle.local.state import Paths
+from qcbr.lifecycle.records import utcnow
 from qcbr.storage import LocalObjectStore, atomic_write_json, read_json
 
 STOP_GRACE_S = 10.0
