@@ -17,11 +17,12 @@ from qcbr.monitoring.job import baseline_for_endpoint, list_executions
 from qcbr.monitoring.notifications import read_notifications
 from qcbr.monitoring.policy import apply_policy, complete_pending, policy_history, set_policy
 from qcbr.monitoring.scheduler import load_state, run_due, set_schedule
-from qcbr.roles import OPERATOR
+from qcbr.roles import OPERATOR, Actor
 
 pytestmark = pytest.mark.slow
 ENDPOINT = "monitor-e2e"
 SHIFTED = ["petal length (cm)", "petal width (cm)"]
+MANAGER = Actor("meg", "manager")
 
 
 def _captured_rows(store) -> int:
@@ -188,6 +189,35 @@ def test_scheduler_tick_runs_the_job_and_respects_the_cooldown(lifecycle, traffi
     assert load_state(lifecycle.home)[ENDPOINT]["last_status"] == "CompletedWithViolations"
     assert run_due(lifecycle.home, backend=b, store=b.store) == []  # not due again within the hour
     assert complete_pending(b, b.store, ENDPOINT) == []  # the retrain was already registered
+
+
+def test_a_manager_triggered_run_retrains_as_the_policy_and_registers_pending(lifecycle, traffic):
+    """A manager may not create training jobs, but the policy a data scientist configured may retrain:
+    it does so as the system actor, audited with who triggered the run, and never deploys."""
+    b = lifecycle.backend
+    set_policy(Actor("dan", "data_scientist"), b.store, ENDPOINT, {"max_drift_share": 0.25, "cooldown_hours": 0})
+    shifted = next(r for r in list_executions(b.store, ENDPOINT) if r["MonitoringExecutionStatus"] == "CompletedWithViolations")
+    try:
+        event = apply_policy(b, b.store, ENDPOINT, shifted, actor=MANAGER, wait=True, timeout=300)
+    finally:
+        set_policy(OPERATOR, b.store, ENDPOINT, {"cooldown_hours": 24})
+    assert event["fire"] is True and event["triggered_by"] == "meg"
+    action = event["action"]
+    assert action["status"] == "Registered", action
+    assert action["ActingAs"] == "qcbr-monitor" and action["TriggeredBy"] == "meg" and action["PolicyBy"] == "dan"
+    new = b.describe_model_version(action["ModelPackageVersion"])
+    assert new["ModelApprovalStatus"] == "PendingManualApproval" and new["CreatedBy"] == "qcbr-monitor"
+    assert b.describe_training_job(action["TrainingJobName"])["CreatedBy"] == "qcbr-monitor"
+    (retrain,) = b.audit_log(1, "automated_retrain")
+    assert (retrain["user"], retrain["role"], retrain["target"]) == ("qcbr-monitor", "operator", ENDPOINT)
+    assert retrain["details"]["triggered_by"] == "meg" and retrain["details"]["policy_by"] == "dan"
+    assert retrain["details"]["job"] == action["TrainingJobName"]
+    (registered,) = b.audit_log(1, "automated_register")
+    assert registered["user"] == "qcbr-monitor" and registered["details"]["triggered_by"] == "meg"
+    assert registered["details"]["model_version"] == new["ModelPackageVersion"]
+    assert b.audit_log(1, "register_model")[0]["user"] == "qcbr-monitor"
+    # never deploys: the endpoint still serves version 1
+    assert b.describe_endpoint(ENDPOINT)["ModelPackageVersion"] == lifecycle.versions[0]["ModelPackageVersion"]
 
 
 def test_roi_per_version_from_the_registered_artifacts(lifecycle):

@@ -101,3 +101,24 @@ def test_stored_policies_evaluate_as_is(tmp_path):
     assert evaluate_policy(get_policy(store, "ep"), report(drift_share=0.5))["fire"] is True
     set_policy(MANAGER, store, "ep", {"max_drift_share": 0.6})
     assert evaluate_policy(get_policy(store, "ep"), report(drift_share=0.5))["fire"] is False
+
+
+def test_who_acts_when_a_manager_triggered_run_fires(tmp_path):
+    """A manager may run monitoring but not train: with the default (unconfigured) policy nobody
+    authorised a retrain, so it is refused; once the policy is configured, its retrain runs as the
+    system actor (here it gets as far as the endpoint, which this bare home does not have)."""
+    from qcbr.config import load_config
+    from qcbr.lifecycle.local import LocalBackend
+    from qcbr.monitoring.policy import SYSTEM_ACTOR, acting_actor, apply_policy
+
+    backend = LocalBackend(load_config(env={"QCBR_HOME": str(tmp_path / "home")}))
+    shifted = {**report(drift_share=0.6, drifted_features=["a"]), "ExecutionId": "x1"}
+    refused = apply_policy(backend, backend.store, "ep", shifted, actor=MANAGER)
+    assert refused["fire"] is True and refused["triggered_by"] == "maria"
+    assert refused["action"]["status"] == "Error" and "may not create training job" in refused["action"]["reason"]
+
+    set_policy(Actor("dan", "data_scientist"), backend.store, "ep", {"max_drift_share": 0.5})
+    assert acting_actor(get_policy(backend.store, "ep"), MANAGER) == SYSTEM_ACTOR == Actor("qcbr-monitor", "operator")
+    acted = apply_policy(backend, backend.store, "ep", shifted, actor=MANAGER)
+    assert acted["action"]["status"] == "Error" and "no endpoint named 'ep'" in acted["action"]["reason"]
+    assert backend.list_training_jobs() == []

@@ -8,6 +8,14 @@ whose ground truth has arrived (revised cases) as a new dataset version -- then 
 then ``register_model`` (PendingManualApproval), then a notification. Deploying stays a human
 decision: nothing here creates or updates an endpoint.
 
+Who acts: the retrain is the policy's own action, authorised by whoever configured the policy
+(``set_policy`` needs ``set_monitoring_policy``). So once a policy is configured, its retrain and
+registration run as the system actor ``SYSTEM_ACTOR`` (``qcbr-monitor``), whoever triggered the
+monitoring run -- a manager may run monitoring but may not train -- and the audit log records
+``automated_retrain`` / ``automated_register`` entries by it that name who triggered the run and
+who configured the policy. An unconfigured (default) policy has authorised nothing: it acts with
+the rights of whoever triggered the run, as any call would.
+
 Storage (in the project bucket, JSON): ``monitoring-policies/<endpoint>/policy.json`` and one
 object per event under ``monitoring-policies/<endpoint>/history/`` (edits and decisions;
 one object each, so concurrent writers never lose an entry, on S3 too).
@@ -16,15 +24,15 @@ from __future__ import annotations
 
 import json
 import math
-import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from qcbr.errors import NotFoundError, QCBRError, StateError
-from qcbr.roles import OPERATOR, Actor, require
+from qcbr.roles import OPERATOR, OPERATOR_ROLE, Actor, require
 
 PREFIX = "monitoring-policies"
+SYSTEM_ACTOR = Actor("qcbr-monitor", OPERATOR_ROLE)  # the policy acting on its own (see the module doc)
 DEFAULT_POLICY: dict[str, Any] = {
     "enabled": True,
     "max_drift_share": 0.3,  # fire when at least this share of features drifted
@@ -224,13 +232,10 @@ def revised_cases(store, endpoint: str, case_base, since: Any = None):
     return out[[c for c in case_base.frame.columns]].reset_index(drop=True)
 
 
-def _wait_job(backend, name: str, timeout: float, poll: float = 1.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        job = backend.describe_training_job(name)
-        if job["TrainingJobStatus"] not in ("InProgress", "Stopping") or time.monotonic() >= deadline:
-            return job
-        time.sleep(poll)
+def acting_actor(policy: dict, triggered_by: Actor) -> Actor:
+    """Who runs the policy's retrain: the system actor once someone configured the policy, else
+    the trigger (whose own role must then allow training)."""
+    return SYSTEM_ACTOR if policy.get("configured") else triggered_by
 
 
 def retrain(backend, store, endpoint: str, actor: Actor, policy: dict, reasons: list[str]) -> dict:
@@ -255,7 +260,9 @@ def retrain(backend, store, endpoint: str, actor: Actor, policy: dict, reasons: 
 
 
 def _finish(backend, store, endpoint: str, actor: Actor, policy: dict, action: dict, home) -> dict:
-    """Register the finished job's model (PendingManualApproval) and notify; or note the failure."""
+    """Register the finished job's model (PendingManualApproval) and notify; or note the failure.
+
+    ``actor`` runs the registration: the system actor when the retrain ran as it."""
     from qcbr.monitoring.notifications import notify
 
     job = backend.describe_training_job(action["TrainingJobName"])
@@ -277,6 +284,9 @@ def _finish(backend, store, endpoint: str, actor: Actor, policy: dict, action: d
         return action
     action = {**action, "status": "Registered", "ModelPackageVersion": registered["ModelPackageVersion"],
               "ModelApprovalStatus": registered["ModelApprovalStatus"]}
+    backend.record_audit(actor, "automated_register", endpoint, job=action["TrainingJobName"],
+                         model_version=registered["ModelPackageVersion"], status=registered["ModelApprovalStatus"],
+                         triggered_by=action.get("TriggeredBy"), policy_by=action.get("PolicyBy"))
     notify(home, "model_pending_approval",
            f"model version {registered['ModelPackageVersion']} (automated retrain for {endpoint}) awaits approval",
            endpoint=endpoint, level="warning", model_version=registered["ModelPackageVersion"],
@@ -323,14 +333,20 @@ def apply_policy(backend, store, endpoint: str, execution: dict, *, actor: Actor
         else:
             from qcbr.monitoring.notifications import notify
 
+            runner = acting_actor(policy, actor)
             try:
-                require(actor, "create_training_job")
-                action = retrain(backend, store, endpoint, actor, policy, decision["reasons"])
+                require(runner, "create_training_job")
+                action = retrain(backend, store, endpoint, runner, policy, decision["reasons"])
+                action.update(ActingAs=runner.name, TriggeredBy=actor.name, PolicyBy=policy.get("updated_by"))
+                backend.record_audit(runner, "automated_retrain", endpoint, job=action["TrainingJobName"],
+                                     triggered_by=actor.name, triggered_by_role=actor.role,
+                                     policy_by=policy.get("updated_by"), reasons=decision["reasons"],
+                                     execution=execution.get("ExecutionId") or execution.get("execution_id"))
                 notify(home, "retrain_started", f"monitoring of {endpoint} started retraining: "
                        + "; ".join(decision["reasons"]), endpoint=endpoint, job=action["TrainingJobName"])
                 if wait:
-                    _wait_job(backend, action["TrainingJobName"], timeout)
-                    action = _finish(backend, store, endpoint, actor, policy, action, home)
+                    backend.wait_training_job(action["TrainingJobName"], timeout=timeout, poll=1.0)
+                    action = _finish(backend, store, endpoint, runner, policy, action, home)
             except QCBRError as exc:
                 action = {"status": "Error", "reason": str(exc)}
                 notify(home, "retrain_failed", f"automated retrain of {endpoint} could not start: {exc}",
@@ -338,12 +354,14 @@ def apply_policy(backend, store, endpoint: str, execution: dict, *, actor: Actor
     return _history_put(store, endpoint, {
         "kind": "decision", "execution": execution.get("ExecutionId") or execution.get("execution_id"),
         "fire": decision["fire"], "reasons": decision["reasons"], "checks": decision["checks"], "action": action,
+        "triggered_by": actor.name,
     })
 
 
 def complete_pending(backend, store, endpoint: str, *, actor: Actor = OPERATOR) -> list[dict]:
     """Register the models of finished automated retrains (called on every scheduler tick);
-    returns the completion events written."""
+    returns the completion events written. A retrain that ran as the system actor is registered
+    by it too; others by ``actor``, as before."""
     require(actor, "run_monitoring")
     policy = get_policy(store, endpoint)
     home = _home(backend)
@@ -351,7 +369,8 @@ def complete_pending(backend, store, endpoint: str, *, actor: Actor = OPERATOR) 
     for event, action in retrain_actions(store, endpoint):
         if action.get("status") != "Training":
             continue
-        finished = _finish(backend, store, endpoint, actor, policy, action, home)
+        runner = SYSTEM_ACTOR if action.get("ActingAs") == SYSTEM_ACTOR.name else actor
+        finished = _finish(backend, store, endpoint, runner, policy, action, home)
         if finished.get("status") != "Training":
             done.append(_history_put(store, endpoint, {"kind": "completion", "decision": event["key"], "action": finished}))
     return done
