@@ -195,3 +195,34 @@ def test_latest_execution_per_endpoint(setup):
     assert [r["EndpointName"] for r in rows] == [ENDPOINT, "never-monitored"]
     assert rows[0]["ExecutionId"] == newest["ExecutionId"] and rows[0]["MonitoringExecutionStatus"] == "Failed"
     assert rows[1]["MonitoringExecutionStatus"] is None
+
+
+def test_a_complete_last_line_without_newline_is_read_on_s3_and_locally(setup):
+    """SageMaker's capture files need not end with a newline: 40 records are 40 rows, not 39; a torn
+    last line (a writer killed mid-write) is still skipped, on S3 (moto's server) as on the local bucket."""
+    from qcbr.monitoring.capture import complete_lines, read_capture
+    from qcbr.storage import S3ObjectStore
+    from tests.test_aws_helpers import client
+
+    store, _ = setup
+    write_traffic(store, make_frame(40, seed=51), T0, np.random.default_rng(6))
+    (key,) = [k for k in store.list(f"capture/{ENDPOINT}/") if k.endswith(".jsonl")]
+    data = store.get(key)
+    assert data.endswith(b"\n") and data.count(b"\n") == 40
+    unterminated = data[:-1]
+    torn = data + data.splitlines()[0][:57]
+    bucket = f"cap-{uuid.uuid4().hex[:12]}"
+    client("s3").create_bucket(Bucket=bucket)
+    remote = S3ObjectStore(bucket, client("s3"))
+    for target in (store, remote):
+        target.put(key, unterminated)
+        read = read_capture(target, ENDPOINT)
+        assert read.n_rows == 40 and read.n_records == 40 and read.n_unreadable == 0
+        target.put(key, torn)
+        read = read_capture(target, ENDPOINT)
+        assert read.n_rows == 40 and read.n_unreadable == 0  # the torn line is neither a row nor an error
+    assert complete_lines(b'{"a": 1}\n{"b": 2}') == b'{"a": 1}\n{"b": 2}\n'
+    assert complete_lines(b'{"a": 1}\n{"b": ') == b'{"a": 1}\n'
+    assert complete_lines(b'{"a": 1}\n[1, 2]') == b'{"a": 1}\n'  # not a record: as good as torn
+    assert complete_lines(b'{"a": 1}\n{"b": "\xc3') == b'{"a": 1}\n'  # cut inside a UTF-8 character
+    assert complete_lines(b'{"a": 1}\n') == b'{"a": 1}\n' and complete_lines(b"") == b""

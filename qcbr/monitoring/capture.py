@@ -221,6 +221,25 @@ def parse_capture_record(record: dict, feature_order: list[str] | None) -> tuple
     return inputs, outputs
 
 
+def complete_lines(data: bytes) -> bytes:
+    """``data`` without a torn last line.
+
+    A last line without a newline is either torn (being written right now, or its writer was
+    killed mid-write) or complete: SageMaker's capture files need not end with a newline. A record
+    is one JSON object, and no proper prefix of one parses, so the last line is kept exactly when
+    it parses as a JSON object.
+    """
+    end = data.rfind(b"\n") + 1
+    tail = data[end:]
+    if not tail.strip():
+        return data
+    try:
+        whole = isinstance(json.loads(tail), dict)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError both
+        whole = False
+    return data + b"\n" if whole else data[:end]
+
+
 def read_capture(store, endpoint: str, since: Any = None, until: Any = None,
                  feature_order: list[str] | None = None, progress=None) -> CaptureData:
     """Every captured instance of ``endpoint`` with inferenceTime in [since, until).
@@ -240,9 +259,7 @@ def read_capture(store, endpoint: str, since: Any = None, until: Any = None,
     for k_i, key in enumerate(keys):
         if progress:
             progress(k_i / max(len(keys), 1), f"reading {key}")
-        data = store.get(key)
-        # a line without its newline is being written right now (or its writer died mid-write)
-        data = data[: data.rfind(b"\n") + 1]
+        data = complete_lines(store.get(key))
         try:
             lines = data.decode("utf-8").splitlines()
         except UnicodeDecodeError as exc:
