@@ -69,7 +69,7 @@ def _load(args):
     )
 
 
-def _print_summary(s: dict, out=sys.stdout) -> None:
+def _print_summary(s: dict, out=None) -> None:
     classes = ", ".join(f"{k} {v}" for k, v in s["classes"].items())
     src = s["source"]
     fmt = src.get("kind", "")
@@ -89,7 +89,7 @@ def _print_summary(s: dict, out=sys.stdout) -> None:
     for w in s["warnings"]:
         lines.append(f"  warning:   {w}")
     lines.append(f"  sha256:    {s['sha256']}")
-    print("\n".join(lines), file=out)
+    print("\n".join(lines), file=out or sys.stdout)  # looked up now: a default would pin the stdout of import time
 
 
 def cmd_validate(args) -> int:
