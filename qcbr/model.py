@@ -455,8 +455,9 @@ class QCBRClassifier(ClassifierMixin, BaseEstimator):
         proba = self._proba(Xm, neighbours)
         classes = [_py(c) for c in self.classes_]
         keys = [str(c) for c in classes]
-        ids = self.case_ids_.tolist()
-        ymem = self.y_memory_.tolist()
+        shown = idx[:, :top]  # gather only the shown cases (never the whole memory per request)
+        ids = self.case_ids_[shown].tolist()
+        ymem = self.y_memory_[shown].tolist()
         best = np.argmax(proba, axis=1)
         conf = proba[np.arange(len(proba)), best]
         flagged = (conf < self.epsilon).tolist()
@@ -467,8 +468,8 @@ class QCBRClassifier(ClassifierMixin, BaseEstimator):
                 "confidence": c,
                 "probabilities": dict(zip(keys, proba[r].tolist())),
                 "flagged": flagged[r],
-                "similar_cases": [{"case_id": ids[j], "label": classes[ymem[j]], "score": s}
-                                  for j, s in zip(idx[r, :top].tolist(), sc[r, :top].tolist())],
+                "similar_cases": [{"case_id": i, "label": classes[y], "score": s}
+                                  for i, y, s in zip(ids[r], ymem[r], sc[r, :top].tolist())],
             })
         return out
 

@@ -147,8 +147,9 @@ class Preprocessor:
         """Angles in [0, pi], float64, shape (n_rows, n_outputs_)."""
         if not hasattr(self, "low_"):
             raise RuntimeError("this Preprocessor is not fitted yet; call fit first")
-        frame = self._as_frame(X, fitting=False)
-        Z = self._expand(frame)
+        Z = self._numeric_fast(X)
+        if Z is None:
+            Z = self._expand(self._as_frame(X, fitting=False))
         if self.uses_pca_:
             Z = (Z - self.pca_mean_) @ self.pca_components_.T
         span = self.high_ - self.low_
@@ -158,6 +159,23 @@ class Preprocessor:
         return np.clip(angles, 0.0, np.pi)
 
     # --------------------------------------------------------------- helpers
+    def _numeric_fast(self, X: Any) -> np.ndarray | None:
+        """Standardised columns straight from a finite numeric array of the right width, else None.
+
+        The serving path sends one all-numeric row per request; building a DataFrame for it cost
+        more (~0.5 ms) than the rest of preprocessing. Same arithmetic as ``_expand`` (so the
+        same bits); anything unusual (frames, object or bool arrays, NaN/inf, wrong shape) takes
+        the DataFrame path, which owns the error messages.
+        """
+        if not isinstance(X, np.ndarray) or X.ndim != 2 or X.dtype.kind not in "iuf":
+            return None
+        if X.shape[1] != self.n_features_in_ or any(c["type"] != NUMERIC for c in self.schema_):
+            return None
+        raw = X.astype(np.float64, copy=False)
+        if not np.isfinite(raw).all():
+            return None
+        return (raw - self.num_mean_) / self.num_scale_
+
     def _as_frame(self, X: Any, *, fitting: bool) -> pd.DataFrame:
         if is_frame(X):
             frame = X

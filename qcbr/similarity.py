@@ -35,9 +35,26 @@ if TYPE_CHECKING:  # pragma: no cover
 CHUNK_BYTES = 16 * 2**20
 #: angle maps use the O(n) closed form instead of 2**n-wide products from this many qubits on
 ANGLE_CLOSED_FORM_FROM = 7
-#: top-k for a few queries over at least this many stored amplitudes screens in complex64 first
-SCREEN_FROM_AMPLITUDES = 1 << 22
-SCREEN_MAX_QUERIES = 4
+#: top-k for up to SCREEN_MAX_QUERIES queries over at least this many stored amplitudes screens
+#: in complex64 first (one matrix-vector product per query: half the bytes of complex128, and
+#: OpenBLAS's few-row complex GEMMs measured slower per query than that many GEMVs). Measured on
+#: zz at 8 qubits (d = 256), one query, single BLAS thread: N = 10,000 -> 1.2 vs 2.6 ms warm,
+#: 1.0 vs 5.9 ms inside the inference server (cache shared with the event loop and the client);
+#: N = 1,000 -> 0.37 vs 0.41 ms; at N = 500 the two are equal. An endpoint coalesces concurrent
+#: requests into batches of a few to ~16 rows, hence the query limit.
+SCREEN_FROM_AMPLITUDES = 1 << 18
+SCREEN_MAX_QUERIES = 16
+#: this few queries make a matrix-vector-like (memory-bound) product: one BLAS thread
+FEW_QUERIES = 4
+#: the screening copy is rotated onto the stored states' principal axes from this many cases on
+#: (smaller copies stay cache-resident, where reading all of it is as fast) while the rotation
+#: costs at most ROTATE_MAX_WORK multiply-adds (N d^2) to build
+ROTATE_FROM_CASES = 4096
+ROTATE_MAX_WORK = 1 << 34
+#: screening refines (reads more coefficients) until at most this many candidates remain
+SCREEN_CANDIDATES = 256
+#: exact overlaps of this many best-screened cases (at least 2k) bound the k-th best from below
+SCREEN_PROBES = 16
 #: products below this many multiply-adds (queries x cases x width) run on one BLAS thread
 SMALL_PRODUCT = 1 << 23
 
@@ -84,7 +101,6 @@ class _Side:
             self.kind = "complex"
             self.v = np.ascontiguousarray(fm.statevectors(X))
             self.m = self.v.shape[0]
-        self._v32: np.ndarray | None = None
 
     @property
     def nbytes(self) -> int:
@@ -92,7 +108,7 @@ class _Side:
 
     def rows(self, idx: np.ndarray) -> "_Side":
         out = object.__new__(_Side)
-        out.kind, out._v32 = self.kind, None
+        out.kind = self.kind
         if self.kind == "angle":
             out.cs = np.ascontiguousarray(self.cs[:, idx])
             out.m = out.cs.shape[1]
@@ -100,16 +116,6 @@ class _Side:
             out.v = self.v[idx]
             out.m = out.v.shape[0]
         return out
-
-    def v32t(self) -> np.ndarray:
-        """complex64/float32 copy for screening, transposed (d, m), built once on first use.
-
-        Transposed because the vector-times-(d, m) product streams each amplitude's row once
-        (axpy-like); the (m, d) orientation measured 2x slower for this product."""
-        if self._v32 is None:
-            dt = np.complex64 if self.kind == "complex" else np.float32
-            self._v32 = np.ascontiguousarray(self.v.T, dtype=dt)
-        return self._v32
 
 
 def _fidelity_into(q: _Side, s: _Side, lo: int, hi: int, out: np.ndarray,
@@ -154,7 +160,7 @@ def _blas_context(q: _Side, s: _Side):
     million multiply-adds gain nothing from a second thread, and on a busy machine an idle
     thread team turns a 0.3 ms product into a 50 ms one (measured medians)."""
     width = s.cs.shape[0] * 2 if s.kind == "angle" else s.v.shape[1]
-    small = q.m <= SCREEN_MAX_QUERIES or q.m * s.m * width < SMALL_PRODUCT
+    small = q.m <= FEW_QUERIES or q.m * s.m * width < SMALL_PRODUCT
     return single_thread_blas if small else contextlib.nullcontext()
 
 
@@ -190,6 +196,113 @@ def fidelity_matrix(XQ: Any, XS: Any, feature_map: FeatureMap) -> np.ndarray:
     return _fidelities(_Side(fm, XQ), _Side(fm, XS))
 
 
+class _Screen:
+    """Single-precision screening index of the stored states, with rigorous pruning bounds.
+
+    Why: a top-k lookup for one query is a matrix-vector product over every stored state, so it
+    is bound by memory bandwidth -- and on a busy machine bandwidth is what other processes take
+    (10,000 zz states at 8 qubits: 41 MB in complex128; the same product measured 0.8 ms in a
+    quiet loop and 6 ms inside a loaded server). Overlaps do not depend on the basis,
+    <q|s> = <V^H q|V^H s> for unitary V; in the basis of the stored states' principal axes
+    (eigenvectors of S^H S by decreasing weight) the first few dozen coefficients carry most of
+    each state. So the screen reads the first b coefficients of every case (b = 32: an eighth of
+    the single-precision copy), bounds the rest by Cauchy-Schwarz,
+    |<q_tail|s_tail>| <= |q_tail| |s_tail|, and reads further blocks only while too many cases
+    remain possible. The last stage is the whole single-precision product, as before.
+
+    ``coef_t`` (d, N) complex64/float32: coefficients, transposed so that a block of leading
+    coefficients is one contiguous slab; ``tails[i]`` float64 (N,): |s_tail| after ``cuts[i]``.
+    """
+
+    def __init__(self, side: "_Side") -> None:
+        v = side.v
+        N, d = v.shape
+        self.complex = side.kind == "complex"
+        dtype = np.complex64 if self.complex else np.float32
+        self.basis: np.ndarray | None = None
+        if N >= ROTATE_FROM_CASES and d >= 64 and N * d * d <= ROTATE_MAX_WORK:
+            sample = v if N <= 8192 else v[:: -(-N // 8192)]  # the axes need not be exact
+            _, vecs = np.linalg.eigh(sample.conj().T @ sample)
+            self.basis = np.ascontiguousarray(vecs[:, ::-1].conj())  # conjugated, as used
+            coef = v @ self.basis                  # row j: <axis_i|s_j> for every axis i
+            self.cuts = [b for b in (32, 64, 128, 256, 512, 1024, 2048, 4096) if b < d] + [d]
+            sq = coef.real ** 2 + coef.imag ** 2 if self.complex else coef ** 2
+            tail = np.cumsum(sq[:, ::-1], axis=1)[:, ::-1]  # tail[:, b] = sum over b..d-1
+            # float32 (the screen's precision; rounding is covered by its tolerance)
+            self.tails = [np.sqrt(tail[:, b]).astype(np.float32) for b in self.cuts[:-1]]
+            del sq, tail
+        else:
+            coef = v
+            self.cuts, self.tails = [d], []
+        self.coef_t = np.ascontiguousarray(coef.T, dtype=dtype)
+
+    @property
+    def nbytes(self) -> int:
+        extra = self.basis.nbytes if self.basis is not None else 0
+        return self.coef_t.nbytes + extra + sum(t.nbytes for t in self.tails)
+
+    def top_k(self, s: "_Side", q: "_Side", k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k for each query row (screen, then rescore the survivors in float64).
+
+        Bounds, per stage with b coefficients read: the float32 partial overlap g_j differs from
+        the exact partial overlap by at most 2 (b + 4) u for unit vectors (rounding both sides
+        2u, complex products sqrt(5) u, the b-term sum (b - 1) u, doubled for safety); |g_j|,
+        the float32 tail norms and the three float32 operations forming the bound (values <= 2)
+        add at most 16u; the rotation is unitary to far below 1e-9. So
+        UB_j = |g_j| + |q_tail| |s_tail,j| + tol >= |<q|s_j>|. The exact overlaps of the
+        SCREEN_PROBES best-screened cases give L <= the true k-th best |<q|s>|; a case with
+        UB_j < L can be neither in the top-k nor tie with it, and is dropped.
+        """
+        N, d = self.coef_t.shape[1], self.coef_t.shape[0]
+        u = float(np.finfo(np.float32).eps) / 2
+        probes_n = min(N, max(SCREEN_PROBES, 2 * k))
+        cq = q.v @ self.basis if self.basis is not None else q.v
+        if self.complex:
+            cq = cq.conj()                          # <q| as a row
+        q32 = cq.astype(self.coef_t.dtype)
+        sq = cq.real ** 2 + cq.imag ** 2 if self.complex else cq ** 2
+        q_tails = np.sqrt(np.cumsum(sq[:, ::-1], axis=1)[:, ::-1])
+        idx_out = np.empty((q.m, k), dtype=np.int64)
+        sc_out = np.empty((q.m, k))
+        fallback = max(4096, N // 8)
+        for r in range(q.m):
+            one = _prepare_query(q.rows(np.array([r])))
+            qc = one.vc[0] if s.kind == "complex" else one.v[0]
+            g = None
+            lo = 0
+            for stage, b in enumerate(self.cuts):
+                part = q32[r, lo:b] @ self.coef_t[lo:b]
+                g = part if g is None else np.add(g, part, out=g)
+                lo = b
+                A = np.abs(g)
+                tol = np.float32(2.0 * (b + 4) * u + 16.0 * u + 1e-9)
+                if b < d:
+                    UB = np.multiply(self.tails[stage], np.float32(q_tails[r, b]))
+                    UB += A
+                else:
+                    UB = A
+                if stage == 0:  # L once: later stages would mostly probe the same cases
+                    # the best-screened cases: at least probes_n of them (ties may add a few)
+                    a_m = np.partition(A, N - probes_n)[N - probes_n]
+                    probes = np.flatnonzero(A >= a_m)
+                    exact = np.abs(s.v[probes] @ qc)
+                    L = np.float32(np.partition(exact, exact.size - k)[exact.size - k] - 1e-9)
+                cand = np.flatnonzero(UB >= L - tol)
+                if cand.size <= SCREEN_CANDIDATES:
+                    break
+            if cand.size > fallback:  # flat kernel: screening gains nothing
+                K = np.empty((1, s.m))
+                _fidelity_into(one, s, 0, s.m, K)
+                ci, cs = _top_k_rows(K, k)
+            else:
+                K = np.empty((1, cand.size))
+                _fidelity_into(one, s.rows(cand), 0, cand.size, K)
+                ci, cs = _top_k_rows(K, k)
+                ci = cand[ci]
+            idx_out[r], sc_out[r] = ci[0], cs[0]
+        return idx_out, sc_out
+
+
 class CaseMemory:
     """The stored cases' states, built once, for repeated similarity queries.
 
@@ -197,8 +310,10 @@ class CaseMemory:
     a matrix product. ``top_k`` walks the cases in chunks (at most ``CHUNK_BYTES`` of overlaps
     at a time) and keeps only the running best k per query, so the Q x N matrix is never held.
     For a few queries against a large memory (a memory-bound matrix-vector product), it first
-    screens with complex64 copies of the states and rescores the candidates exactly; the
-    screening margin is a rigorous float32 error bound, so the result is the exact top-k.
+    screens with a single-precision index (``_Screen``: from ROTATE_FROM_CASES cases on, the
+    states' coefficients on their principal axes, read a block at a time) and rescores the
+    survivors exactly; every pruning bound includes a rigorous float32 error margin, so the
+    result is the exact float64 top-k.
     """
 
     def __init__(self, feature_map: FeatureMap, XS: Any) -> None:
@@ -206,6 +321,7 @@ class CaseMemory:
         self._side = _Side(self.feature_map, XS)
         if self._side.m == 0:
             raise SimilarityError("CaseMemory needs at least one stored case, got none.")
+        self._screen: _Screen | None = None
 
     @property
     def n_cases(self) -> int:
@@ -213,9 +329,19 @@ class CaseMemory:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held for the stored cases (states or half-angles, plus any screening copy)."""
-        extra = self._side._v32.nbytes if self._side._v32 is not None else 0
+        """Bytes held for the stored cases (states or half-angles, plus any screening index)."""
+        extra = self._screen.nbytes if self._screen is not None else 0
         return self._side.nbytes + extra
+
+    def _screens(self, Q: int, k: int) -> bool:
+        s = self._side
+        return (s.kind != "angle" and Q <= SCREEN_MAX_QUERIES
+                and s.m * s.v.shape[1] >= SCREEN_FROM_AMPLITUDES and s.m > 4 * k)
+
+    def prepare(self) -> None:
+        """Build the screening index now (a server calls this at load, not on its first request)."""
+        if self._screen is None and self._screens(1, 1):
+            self._screen = _Screen(self._side)
 
     def __len__(self) -> int:
         return self._side.m
@@ -238,9 +364,11 @@ class CaseMemory:
         if Q == 0:
             return np.zeros((0, k), dtype=np.int64), np.zeros((0, k))
         s = self._side
-        if (s.kind != "angle" and Q <= SCREEN_MAX_QUERIES
-                and N * s.v.shape[1] >= SCREEN_FROM_AMPLITUDES and N > 4 * k):
-            return self._top_k_screened(q, k)
+        if self._screens(Q, k):
+            if self._screen is None:
+                self._screen = _Screen(s)
+            with single_thread_blas:  # memory-bound products: a second thread only adds contention
+                return self._screen.top_k(s, q, k)
         C = max(k, _chunk_cols(Q, N))
         best_i = np.zeros((Q, 0), dtype=np.int64)
         best_s = np.zeros((Q, 0))
@@ -253,43 +381,6 @@ class CaseMemory:
                 ci, cs = _top_k_rows(K, k)
                 best_i, best_s = _merge(best_i, best_s, ci + lo, cs, k)
         return best_i, best_s
-
-    def _top_k_screened(self, q: _Side, k: int) -> tuple[np.ndarray, np.ndarray]:
-        s = self._side
-        S32t = s.v32t()
-        d = S32t.shape[0]
-        u = float(np.finfo(np.float32).eps) / 2
-        # |<q|s>_32 - <q|s>| <= e = 2 (d + 4) u for unit vectors: rounding both states (2u), the
-        # complex products (sqrt(5) u) and the d-term sum ((d - 1) u), doubled for safety; then
-        # F = |.|^2 moves by at most 2e + e^2 + 4u. The k-th screened score is within that of the
-        # true k-th, so every true top-k case scores >= kth - 2 * (2e + e^2 + 4u) when screened.
-        e = 2.0 * (d + 4) * u
-        margin = 2.0 * (2.0 * e + e * e + 4.0 * u)
-        idx_out = np.empty((q.m, k), dtype=np.int64)
-        sc_out = np.empty((q.m, k))
-        for r in range(q.m):
-            qv = q.v[r]
-            with single_thread_blas:  # memory-bound: a second thread only adds contention
-                g = (qv.conj() if s.kind == "complex" else qv).astype(S32t.dtype) @ S32t
-            gf = g.view(np.float32)        # squares and sum in float32: <= 3u(1+e)^2 <= 4u more
-            np.square(gf, out=gf)
-            F32 = np.add(gf[0::2], gf[1::2]) if s.kind == "complex" else gf
-            kth = np.partition(F32, F32.size - k)[F32.size - k]
-            cand = np.flatnonzero(F32 >= kth - margin)
-            if cand.size > max(4096, F32.size // 8):  # flat kernel: screening gains nothing
-                exact = q.rows(np.array([r]))
-                _prepare_query(exact)
-                K = np.empty((1, s.m))
-                _fidelity_into(exact, s, 0, s.m, K)
-                ci, cs = _top_k_rows(K, k)
-            else:
-                one = _prepare_query(q.rows(np.array([r])))
-                K = np.empty((1, cand.size))
-                _fidelity_into(one, s.rows(cand), 0, cand.size, K)
-                ci, cs = _top_k_rows(K, k)
-                ci = cand[ci]
-            idx_out[r], sc_out[r] = ci[0], cs[0]
-        return idx_out, sc_out
 
 
 def _top_k_rows(K: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
