@@ -1,5 +1,7 @@
-"""Shared fixtures: an isolated QCBR_HOME, the iris case base, a small fitted model, and a
-lifecycle home with trained and registered model versions.
+"""Shared fixtures: an isolated QCBR_HOME, the iris case base, a small fitted model, a lifecycle
+home with trained and registered model versions, a demo-seeded home, and the Monitoring/Overview
+screens' homes (empty and seeded); plus helpers the test modules import (``wait_for``, the
+dashboard's page helpers).
 
 Every fixture that can leave processes behind (training supervisors, inference servers, the
 gateway) kills their process groups in its finalizer, so a failing test never leaks servers.
@@ -7,7 +9,10 @@ gateway) kills their process groups in its finalizer, so a failing test never le
 from __future__ import annotations
 
 import os
+import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -26,6 +31,40 @@ def kill_home_processes(home: str | os.PathLike) -> None:
     """SIGKILL every process group a LocalBackend on ``home`` started (jobs, servers, gateway)."""
     if Path(home).is_dir():
         local_backend(home).kill_all_processes()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` every 50 ms until it returns something truthy (returned); fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@contextmanager
+def demo_home(tmp_path_factory, name: str) -> Iterator[tuple[Path, Any, dict]]:
+    """(home, LocalBackend, seed_demo summary): a fresh home seeded with the demo, the environment
+    (QCBR_HOME, fast bcrypt, no backend/config/user overrides) pointing at it while the block runs;
+    every process it started is killed afterwards. For module fixtures (monkeypatch is per test)."""
+    home = tmp_path_factory.mktemp(name)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("QCBR_HOME", str(home))
+    mp.setenv("QCBR_BCRYPT_ROUNDS", "4")
+    for var in ("QCBR_BACKEND", "QCBR_CONFIG", "QCBR_USER"):
+        mp.delenv(var, raising=False)
+    from qcbr.config import load_config
+    from qcbr.lifecycle.local import LocalBackend
+    from qcbr.roles import OPERATOR
+
+    backend = LocalBackend(load_config())
+    try:
+        yield home, backend, backend.seed_demo(OPERATOR)
+    finally:
+        backend.kill_all_processes()
+        mp.undo()
 
 
 @pytest.fixture()
@@ -114,3 +153,69 @@ def lifecycle(tmp_path_factory, iris_cases):
         yield life
     finally:
         kill_home_processes(life.home)
+
+
+# -- the Monitoring and Overview screens (tests/monitoring_seed.py) ---------------------------------
+@pytest.fixture
+def empty_home(tmp_path, monkeypatch) -> Path:
+    """A home with nothing in it, the dashboard's environment pointing at it."""
+    from tests.monitoring_seed import use_home
+
+    use_home(monkeypatch, tmp_path)
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def seeded(request, tmp_path_factory) -> dict:
+    """The screens' seeded home, built once per session (``monitoring_seed.seeded_home``)."""
+    from tests.monitoring_seed import seeded_home
+
+    return seeded_home(request, tmp_path_factory)
+
+
+@pytest.fixture
+def home(seeded, monkeypatch) -> Path:
+    """``seeded``'s home, the dashboard's environment pointing at it for this test."""
+    from tests.monitoring_seed import use_home
+
+    use_home(monkeypatch, seeded["home"])
+    return seeded["home"]
+
+
+def page_refused(home: Path, key: str, role: str):
+    """Check that the app's navigation offers ``role`` no page ``key``; then return the page script
+    ``pages/<key>.py`` run by itself for that logged-in role (a user typing the page's URL)."""
+    from streamlit.testing.v1 import AppTest
+
+    from dashboard.testing import REPO_ROOT, app_as, ensure_user, page_path
+
+    at = app_as(role, home).run()
+    with pytest.raises(ValueError, match="Could not find a navigation page"):
+        at.switch_page(page_path(key))
+    name = ensure_user(home, role)
+    direct = AppTest.from_file(str(REPO_ROOT / "pages" / f"{key}.py"), default_timeout=60)
+    direct.session_state["qcbr_user"] = {"name": name, "role": role, "via": "local"}
+    return direct.run()
+
+
+def open_on_endpoint(key: str, select: str, role: str, home: Path, endpoint: str, name: str | None = None):
+    """Page ``key`` opened as ``role`` with ``endpoint`` picked in its endpoint selectbox ``select``."""
+    from dashboard.testing import app_as, open_page
+
+    at = open_page(app_as(role, home, name=name), key)
+    assert not at.exception, [e.message for e in at.exception]
+    if at.selectbox(key=select).value != endpoint:
+        at.selectbox(key=select).set_value(endpoint).run()
+        assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def rerun_times(at, reruns: int = 5) -> list[float]:
+    """Seconds each of ``reruns`` reruns of ``at`` took; every one must end without an exception."""
+    times = []
+    for _ in range(reruns):
+        started = time.perf_counter()
+        at.run()
+        times.append(time.perf_counter() - started)
+        assert not at.exception
+    return times

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from datetime import datetime, timezone
 
 import pytest
@@ -15,7 +14,7 @@ from qcbr.cli import main
 from qcbr.cli.lifecycle import ProgressBar
 from qcbr.lifecycle.local import procs
 from qcbr.storage import read_json
-from tests.conftest import local_backend
+from tests.conftest import local_backend, wait_for
 
 SETOSA = {"sepal length (cm)": 5.1, "sepal width (cm)": 3.5, "petal length (cm)": 1.4, "petal width (cm)": 0.2}
 
@@ -27,16 +26,6 @@ def run(capsys, *argv):
         code = exc.code
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def wait_for(predicate, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture()

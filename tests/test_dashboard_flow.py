@@ -13,6 +13,7 @@ import pytest
 from dashboard import nav
 from dashboard.state import demo_seeder, tasks
 from dashboard.testing import app_as, open_page, texts
+from tests.conftest import demo_home
 
 pytestmark = pytest.mark.slow
 
@@ -21,24 +22,8 @@ IRIS_FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    home = tmp_path_factory.mktemp("flow")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("QCBR_HOME", str(home))
-    mp.setenv("QCBR_BCRYPT_ROUNDS", "4")
-    for var in ("QCBR_BACKEND", "QCBR_CONFIG", "QCBR_USER"):
-        mp.delenv(var, raising=False)
-    from qcbr.config import load_config
-    from qcbr.lifecycle.local import LocalBackend
-    from qcbr.roles import OPERATOR
-
-    backend = LocalBackend(load_config())
-    summary = backend.seed_demo(OPERATOR)
-    state = {"home": home, "backend": backend, "summary": summary}
-    try:
-        yield state
-    finally:
-        backend.kill_all_processes()
-        mp.undo()
+    with demo_home(tmp_path_factory, "flow") as (home, backend, summary):
+        yield {"home": home, "backend": backend, "summary": summary}
 
 
 def button(at, label):

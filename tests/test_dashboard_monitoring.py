@@ -16,8 +16,9 @@ import pytest
 
 from dashboard import monitoring_figures as mf
 from dashboard.monitoring_data import TTLCache
-from dashboard.testing import REPO_ROOT, app_as, ensure_user, open_page, page_path, texts
-from tests.monitoring_seed import history_endpoint, seeded_home, use_home
+from dashboard.testing import app_as, open_page, texts
+from tests.conftest import open_on_endpoint, page_refused, rerun_times
+from tests.monitoring_seed import history_endpoint
 
 
 # ------------------------------------------------------------------------------ figures
@@ -167,12 +168,6 @@ def test_ttl_cache_reuses_within_ttl_reloads_after_and_stays_bounded():
 
 
 # ----------------------------------------------------------------------- empty and roles
-@pytest.fixture
-def empty_home(tmp_path, monkeypatch):
-    use_home(monkeypatch, tmp_path)
-    return tmp_path
-
-
 @pytest.mark.parametrize("role", ["data_scientist", "manager"])
 def test_empty_home_explains_the_next_step(empty_home, role):
     at = open_page(app_as(role, empty_home), "monitoring")
@@ -182,34 +177,14 @@ def test_empty_home_explains_the_next_step(empty_home, role):
 
 
 def test_a_business_user_cannot_reach_monitoring(empty_home):
-    from streamlit.testing.v1 import AppTest
-
-    at = app_as("business", empty_home).run()
-    with pytest.raises(ValueError, match="Could not find a navigation page"):
-        at.switch_page(page_path("monitoring"))
-    name = ensure_user(empty_home, "business")
-    direct = AppTest.from_file(str(REPO_ROOT / "pages" / "monitoring.py"), default_timeout=60)
-    direct.session_state["qcbr_user"] = {"name": name, "role": "business", "via": "local"}
-    direct.run()
+    direct = page_refused(empty_home, "monitoring", "business")
     assert not direct.exception
     assert "Monitoring is not available to a business user" in texts(direct)
     assert not direct.title and not direct.button
 
 
 # ---------------------------------------------------------------------- seeded lifecycle
-
-
-@pytest.fixture(scope="module")
-def seeded(request, tmp_path_factory):
-    return seeded_home(request, tmp_path_factory)
-
-
-@pytest.fixture
-def home(seeded, monkeypatch):
-    use_home(monkeypatch, seeded["home"])
-    return seeded["home"]
-
-
+# (fixtures ``seeded`` and ``home``: tests/conftest.py)
 def table(at, *columns: str) -> pd.DataFrame:
     """The first table on the page with these columns (read-only tables carry no key in AppTest)."""
     for frame in at.dataframe:
@@ -219,12 +194,7 @@ def table(at, *columns: str) -> pd.DataFrame:
 
 
 def _open(role, home, endpoint="mon-dash", name=None):
-    at = open_page(app_as(role, home, name=name), "monitoring")
-    assert not at.exception, [e.message for e in at.exception]
-    if at.selectbox(key="mon_endpoint").value != endpoint:
-        at.selectbox(key="mon_endpoint").set_value(endpoint).run()
-        assert not at.exception, [e.message for e in at.exception]
-    return at
+    return open_on_endpoint("monitoring", "mon_endpoint", role, home, endpoint, name)
 
 
 def _run_now(at, window="Last 24 hours", apply=False):
@@ -443,12 +413,7 @@ def test_warm_reruns_stay_fast_on_a_long_history(request, home, seeded):
     assert metrics["Predictions (recent)"] == f"{history['rows']:,}"
     assert metrics["Ground truth"] == f"{history['labelled']:,}"
     assert len(at.selectbox(key="mon_execution").options) == history["executions"]
-    warm = []
-    for _ in range(5):
-        started = time.perf_counter()
-        at.run()
-        warm.append(time.perf_counter() - started)
-        assert not at.exception
+    warm = rerun_times(at, 5)
     print(f"\nmonitoring page, {history['rows']:,} captured rows, {history['labelled']:,} labelled, "
           f"{history['executions']} executions: first run {cold:.2f} s, warm reruns "
           f"{', '.join(f'{1000 * w:.0f}' for w in warm)} ms (median {1000 * statistics.median(warm):.0f} ms)")

@@ -15,8 +15,9 @@ import plotly.graph_objects as go
 import pytest
 
 from dashboard import monitoring_figures as mf
-from dashboard.testing import REPO_ROOT, app_as, ensure_user, open_page, page_path, texts
-from tests.monitoring_seed import history_endpoint, seeded_home, use_home
+from dashboard.testing import app_as, ensure_user, open_page, texts
+from tests.conftest import open_on_endpoint, page_refused, rerun_times
+from tests.monitoring_seed import history_endpoint
 
 ASSUMED = {"value_correct": 10.0, "default_error_cost": 25.0, "monthly_volume": 1000, "hourly_price": 0.1,
            "instance_count": 1, "training_cost": 500.0}
@@ -90,12 +91,6 @@ def test_empty_inputs_give_explaining_figures_and_series():
 
 
 # ----------------------------------------------------------------------- empty and roles
-@pytest.fixture
-def empty_home(tmp_path, monkeypatch):
-    use_home(monkeypatch, tmp_path)
-    return tmp_path
-
-
 def test_empty_home_manager_sees_next_steps_and_the_assumptions_editor(empty_home):
     at = open_page(app_as("manager", empty_home), "overview")
     assert not at.exception, [e.message for e in at.exception]
@@ -119,38 +114,15 @@ def test_empty_home_data_scientist_sees_assumptions_read_only(empty_home):
 
 
 def test_a_business_user_cannot_reach_the_overview(empty_home):
-    from streamlit.testing.v1 import AppTest
-
-    at = app_as("business", empty_home).run()
-    with pytest.raises(ValueError, match="Could not find a navigation page"):
-        at.switch_page(page_path("overview"))
-    name = ensure_user(empty_home, "business")
-    direct = AppTest.from_file(str(REPO_ROOT / "pages" / "overview.py"), default_timeout=60)
-    direct.session_state["qcbr_user"] = {"name": name, "role": "business", "via": "local"}
-    direct.run()
+    direct = page_refused(empty_home, "overview", "business")
     assert "Overview & ROI is not available to a business user" in texts(direct)
     assert not direct.title and not direct.metric
 
 
 # ---------------------------------------------------------------------- seeded lifecycle
-@pytest.fixture(scope="module")
-def seeded(request, tmp_path_factory):
-    return seeded_home(request, tmp_path_factory)
-
-
-@pytest.fixture
-def home(seeded, monkeypatch):
-    use_home(monkeypatch, seeded["home"])
-    return seeded["home"]
-
-
+# (fixtures ``seeded`` and ``home``: tests/conftest.py)
 def _open(role, home, endpoint="mon-dash", name=None):
-    at = open_page(app_as(role, home, name=name), "overview")
-    assert not at.exception, [e.message for e in at.exception]
-    if at.selectbox(key="ov_endpoint").value != endpoint:
-        at.selectbox(key="ov_endpoint").set_value(endpoint).run()
-        assert not at.exception, [e.message for e in at.exception]
-    return at
+    return open_on_endpoint("overview", "ov_endpoint", role, home, endpoint, name)
 
 
 def _expected(seeded, assumed):
@@ -254,12 +226,7 @@ def test_warm_reruns_stay_fast_on_a_long_history(request, home, seeded):
     # the KPI covers the day windows that start within the last 7 days (70 rows an hour)
     predictions = int({m.label: m.value for m in at.metric}["Predictions"].replace(",", ""))
     assert 6 * 24 * 70 <= predictions <= 7 * 24 * 70
-    warm = []
-    for _ in range(5):
-        started = time.perf_counter()
-        at.run()
-        warm.append(time.perf_counter() - started)
-        assert not at.exception
+    warm = rerun_times(at, 5)
     print(f"\noverview page, {history['rows']:,} captured rows over 60 days: first run {cold:.2f} s, warm reruns "
           f"{', '.join(f'{1000 * w:.0f}' for w in warm)} ms (median {1000 * statistics.median(warm):.0f} ms)")
     assert statistics.median(warm) < 0.5

@@ -18,6 +18,7 @@ import pytest
 from dashboard import nav
 from dashboard.state import clear_listings
 from dashboard.testing import app_as, open_page
+from tests.conftest import demo_home
 
 pytestmark = pytest.mark.slow
 
@@ -28,20 +29,10 @@ RERUNS = 5
 
 @pytest.fixture(scope="module")
 def big_home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("perf")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("QCBR_HOME", str(home))
-    mp.setenv("QCBR_BCRYPT_ROUNDS", "4")
-    for var in ("QCBR_BACKEND", "QCBR_CONFIG", "QCBR_USER"):
-        mp.delenv(var, raising=False)
     from qcbr.cases import CaseBase, demo_case_base
-    from qcbr.config import load_config
-    from qcbr.lifecycle.local import LocalBackend
     from qcbr.roles import OPERATOR, Actor
 
-    backend = LocalBackend(load_config())
-    try:
-        backend.seed_demo(OPERATOR)
+    with demo_home(tmp_path_factory, "perf") as (home, backend, _summary):
         rng = np.random.default_rng(0)
         frame = pd.DataFrame({f"x{i}": rng.normal(size=ROWS) for i in range(6)})
         frame["region"] = rng.choice(["north", "south", "east", "west"], ROWS)
@@ -55,9 +46,6 @@ def big_home(tmp_path_factory):
             result = backend.invoke(user, endpoint, {"instances": [record]})
             backend.submit_ground_truth(user, result["inference_id"], result["predictions"][0]["label"])
         yield home
-    finally:
-        backend.kill_all_processes()
-        mp.undo()
 
 
 PAGES = [("data_scientist", spec.key) for spec in nav.pages_for("data_scientist")]

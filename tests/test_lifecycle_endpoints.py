@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from datetime import datetime, timezone
 
 import pytest
@@ -20,6 +19,7 @@ from qcbr.errors import InputError, NotFoundError, RoleError, StateError
 from qcbr.lifecycle.local import procs
 from qcbr.roles import OPERATOR, Actor
 from qcbr.storage import read_json
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -48,16 +48,6 @@ def call(client, name: str, body, content_type: str = "application/json") -> dic
 
 def variant(backend, name: str) -> dict:
     return read_json(backend.paths.endpoint_record(name))["Internal"]["Variant"]
-
-
-def wait_for(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture()

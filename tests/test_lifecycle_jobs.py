@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
@@ -18,22 +17,12 @@ from qcbr.errors import NotFoundError, StateError
 from qcbr.lifecycle.local import procs
 from qcbr.roles import OPERATOR, Actor
 from qcbr.storage import read_json
-from tests.conftest import local_backend
+from tests.conftest import local_backend, wait_for
 
 pytestmark = pytest.mark.slow
 
 MANAGER = Actor("meg", "manager")
 SCIENTIST = Actor("dan", "data_scientist")
-
-
-def wait_for(predicate, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def internal(backend, name):
