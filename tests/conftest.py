@@ -210,6 +210,20 @@ def open_on_endpoint(key: str, select: str, role: str, home: Path, endpoint: str
     return at
 
 
+def open_over_90_days(key: str, prefix: str, home: Path, endpoint: str):
+    """(page ``key`` opened by a manager on the last 90 days with ``endpoint`` picked, the seconds
+    that first run with ``endpoint`` took); the page's selectboxes are ``<prefix>_period/_endpoint``."""
+    from dashboard.testing import app_as, open_page
+
+    at = open_page(app_as("manager", home), key)
+    at.selectbox(key=f"{prefix}_period").set_value("Last 90 days")
+    started = time.perf_counter()
+    at.selectbox(key=f"{prefix}_endpoint").set_value(endpoint).run(timeout=300)
+    cold = time.perf_counter() - started
+    assert not at.exception, [e.message for e in at.exception]
+    return at, cold
+
+
 def rerun_times(at, reruns: int = 5) -> list[float]:
     """Seconds each of ``reruns`` reruns of ``at`` took; every one must end without an exception."""
     times = []

@@ -17,7 +17,7 @@ import pytest
 from dashboard import monitoring_figures as mf
 from dashboard.monitoring_data import TTLCache
 from dashboard.testing import app_as, open_page, texts
-from tests.conftest import open_on_endpoint, page_refused, rerun_times
+from tests.conftest import open_on_endpoint, open_over_90_days, page_refused, rerun_times
 from tests.monitoring_seed import history_endpoint
 
 
@@ -403,12 +403,7 @@ def test_warm_reruns_stay_fast_on_a_long_history(request, home, seeded):
     """60 days x 24 h x 70 captured rows (100,800), 20% labelled, 200 executions: the first run
     reads them; reruns (widget changes) reuse the cached aggregates."""
     history = history_endpoint(request, seeded)
-    at = open_page(app_as("manager", home), "monitoring")
-    at.selectbox(key="mon_period").set_value("Last 90 days")
-    started = time.perf_counter()
-    at.selectbox(key="mon_endpoint").set_value(history["endpoint"]).run(timeout=300)
-    cold = time.perf_counter() - started
-    assert not at.exception, [e.message for e in at.exception]
+    at, cold = open_over_90_days("monitoring", "mon", home, history["endpoint"])
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Predictions (recent)"] == f"{history['rows']:,}"
     assert metrics["Ground truth"] == f"{history['labelled']:,}"

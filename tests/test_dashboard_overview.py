@@ -6,7 +6,6 @@ a long history."""
 from __future__ import annotations
 
 import statistics
-import time
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -16,7 +15,7 @@ import pytest
 
 from dashboard import monitoring_figures as mf
 from dashboard.testing import app_as, ensure_user, open_page, texts
-from tests.conftest import open_on_endpoint, page_refused, rerun_times
+from tests.conftest import open_on_endpoint, open_over_90_days, page_refused, rerun_times
 from tests.monitoring_seed import history_endpoint
 
 ASSUMED = {"value_correct": 10.0, "default_error_cost": 25.0, "monthly_volume": 1000, "hourly_price": 0.1,
@@ -216,12 +215,7 @@ def test_a_data_scientist_cannot_save_assumptions_the_refusal_is_shown(home, see
 def test_warm_reruns_stay_fast_on_a_long_history(request, home, seeded):
     """The same long history as the Monitoring screen's timing (100,800 captured rows over 60 days)."""
     history = history_endpoint(request, seeded)
-    at = open_page(app_as("manager", home), "overview")
-    at.selectbox(key="ov_period").set_value("Last 90 days")
-    started = time.perf_counter()
-    at.selectbox(key="ov_endpoint").set_value(history["endpoint"]).run(timeout=300)
-    cold = time.perf_counter() - started
-    assert not at.exception, [e.message for e in at.exception]
+    at, cold = open_over_90_days("overview", "ov", home, history["endpoint"])
     assert any(c.key == "ov_roi_fig" for c in at.get("plotly_chart"))
     # the KPI covers the day windows that start within the last 7 days (70 rows an hour)
     predictions = int({m.label: m.value for m in at.metric}["Predictions"].replace(",", ""))
