@@ -219,12 +219,12 @@ class _Screen:
         N, d = v.shape
         self.complex = side.kind == "complex"
         dtype = np.complex64 if self.complex else np.float32
-        self.basis: np.ndarray | None = None
+        self.basis_t: np.ndarray | None = None  # row i: <axis_i|, so coefficients = basis_t @ v
         if N >= ROTATE_FROM_CASES and d >= 64 and N * d * d <= ROTATE_MAX_WORK:
             sample = v if N <= 8192 else v[:: -(-N // 8192)]  # the axes need not be exact
             _, vecs = np.linalg.eigh(sample.conj().T @ sample)
-            self.basis = np.ascontiguousarray(vecs[:, ::-1].conj())  # conjugated, as used
-            coef = v @ self.basis                  # row j: <axis_i|s_j> for every axis i
+            self.basis_t = np.ascontiguousarray(vecs[:, ::-1].T.conj())
+            coef = v @ self.basis_t.T              # row j: <axis_i|s_j> for every axis i
             self.cuts = [b for b in (32, 64, 128, 256, 512, 1024, 2048, 4096) if b < d] + [d]
             sq = coef.real ** 2 + coef.imag ** 2 if self.complex else coef ** 2
             tail = np.cumsum(sq[:, ::-1], axis=1)[:, ::-1]  # tail[:, b] = sum over b..d-1
@@ -238,7 +238,7 @@ class _Screen:
 
     @property
     def nbytes(self) -> int:
-        extra = self.basis.nbytes if self.basis is not None else 0
+        extra = self.basis_t.nbytes if self.basis_t is not None else 0
         return self.coef_t.nbytes + extra + sum(t.nbytes for t in self.tails)
 
     def top_k(self, s: "_Side", q: "_Side", k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -248,36 +248,39 @@ class _Screen:
         the exact partial overlap by at most 2 (b + 4) u for unit vectors (rounding both sides
         2u, complex products sqrt(5) u, the b-term sum (b - 1) u, doubled for safety); |g_j|,
         the float32 tail norms and the three float32 operations forming the bound (values <= 2)
-        add at most 16u; the rotation is unitary to far below 1e-9. So
-        UB_j = |g_j| + |q_tail| |s_tail,j| + tol >= |<q|s_j>|. The exact overlaps of the
+        add at most 16u; the rotation is unitary to far below 1e-9, and |q_tail| is taken as
+        sqrt(|q|^2 - |q_head|^2 + 1e-12) (float64), above the true tail norm. So
+        UB_j = |g_j| + |q_tail| |s_tail,j| + tol >= |<q|s_j>|. A query's coefficients are
+        computed a block at a time, as the stages need them. The exact overlaps of the
         SCREEN_PROBES best-screened cases give L <= the true k-th best |<q|s>|; a case with
         UB_j < L can be neither in the top-k nor tie with it, and is dropped.
         """
         N, d = self.coef_t.shape[1], self.coef_t.shape[0]
         u = float(np.finfo(np.float32).eps) / 2
         probes_n = min(N, max(SCREEN_PROBES, 2 * k))
-        cq = q.v @ self.basis if self.basis is not None else q.v
-        if self.complex:
-            cq = cq.conj()                          # <q| as a row
-        q32 = cq.astype(self.coef_t.dtype)
-        sq = cq.real ** 2 + cq.imag ** 2 if self.complex else cq ** 2
-        q_tails = np.sqrt(np.cumsum(sq[:, ::-1], axis=1)[:, ::-1])
+        dtype = self.coef_t.dtype
         idx_out = np.empty((q.m, k), dtype=np.int64)
         sc_out = np.empty((q.m, k))
         fallback = max(4096, N // 8)
         for r in range(q.m):
             one = _prepare_query(q.rows(np.array([r])))
-            qc = one.vc[0] if s.kind == "complex" else one.v[0]
+            qv = one.v[0]
+            qc = one.vc[0] if self.complex else qv
+            nq2 = float(np.vdot(qv, qv).real)
+            head2 = 0.0
             g = None
             lo = 0
             for stage, b in enumerate(self.cuts):
-                part = q32[r, lo:b] @ self.coef_t[lo:b]
+                cq = self.basis_t[lo:b] @ qv if self.basis_t is not None else qv[lo:b]
+                part = (cq.conj() if self.complex else cq).astype(dtype) @ self.coef_t[lo:b]
                 g = part if g is None else np.add(g, part, out=g)
                 lo = b
                 A = np.abs(g)
                 tol = np.float32(2.0 * (b + 4) * u + 16.0 * u + 1e-9)
                 if b < d:
-                    UB = np.multiply(self.tails[stage], np.float32(q_tails[r, b]))
+                    head2 += float(np.vdot(cq, cq).real)
+                    q_tail = math.sqrt(max(0.0, nq2 - head2) + 1e-12)
+                    UB = np.multiply(self.tails[stage], np.float32(q_tail))
                     UB += A
                 else:
                     UB = A

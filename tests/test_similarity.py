@@ -122,6 +122,34 @@ def test_screened_top_k_is_exact_even_for_near_ties(name, monkeypatch):
     assert np.max(np.abs(sc - np.take_along_axis(K, ref, axis=1))) <= 1e-14
 
 
+@pytest.mark.parametrize("name,alpha", [("zz", 0.4), ("zz", 3.0), ("amplitude", None)])
+@pytest.mark.parametrize("candidates", [4, 256])
+def test_rotated_screen_top_k_is_exact(name, alpha, candidates, monkeypatch):
+    """The principal-axes screen (block by block, Cauchy-Schwarz on the rest) must return the
+    exact float64 top-k: near-ties below float32 resolution, a flat kernel (alpha=3: every
+    case looks alike), batches of queries, and refinement through every stage."""
+    fm = get_feature_map(name, 7, **({"alpha": alpha} if alpha else {}))
+    rng = np.random.default_rng(11)
+    XS = rng.uniform(0, np.pi, (900, fm.n_features))
+    XQ = rng.uniform(0, np.pi, (16, fm.n_features))
+    XQ[0] = XS[5]
+    XS[300:330] = XS[5] + rng.normal(0, 1e-6, (30, fm.n_features))  # ties around the 1st..5th
+    XS[600:610] = XS[5]                                               # exact ties: lower index wins
+    monkeypatch.setattr(sim, "SCREEN_FROM_AMPLITUDES", 1)
+    monkeypatch.setattr(sim, "ROTATE_FROM_CASES", 1)
+    monkeypatch.setattr(sim, "SCREEN_CANDIDATES", candidates)
+    mem = CaseMemory(fm, XS)
+    K = fidelity_matrix(XQ, XS, fm)
+    for k in (1, 5, 40):
+        idx, sc = mem.top_k(XQ, k)
+        ref = np.argsort(-K, axis=1, kind="stable")[:, :k]
+        assert np.array_equal(idx, ref), (k, idx[:2], ref[:2])
+        assert np.max(np.abs(sc - np.take_along_axis(K, ref, axis=1))) <= 1e-14
+    screen = mem._screen
+    assert screen is not None and screen.basis_t is not None and screen.cuts == [32, 64, 128]
+    assert mem.nbytes > mem._side.nbytes + screen.coef_t.nbytes  # the axes and tail norms count
+
+
 def test_fidelity_matrix_rejects_what_is_not_a_feature_map():
     with pytest.raises(SimilarityError, match="get_feature_map"):
         fidelity_matrix(np.ones((1, 2)), np.ones((1, 2)), "zz")
