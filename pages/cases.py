@@ -21,6 +21,8 @@ except ModuleNotFoundError:
     st.stop()
 
 IGNORE = "(drop column)"
+# the upload form's widgets: reset when another file is uploaded
+UPLOAD_KEYS = ("cases_label", "cases_id", "cases_sensitive", "cases_missing", "cases_name")
 
 
 @st.cache_resource(show_spinner="Reading the file…", max_entries=4)
@@ -76,6 +78,12 @@ with upload_tab:
         if draft is not None:
             columns = draft.columns
             inferred = {c["name"]: c["type"] for c in draft.schema["columns"]}
+            if st.session_state.get("qcbr_cases_digest") != digest:
+                # another file: its choices start from what was inferred for it, not from the last file's
+                for key in UPLOAD_KEYS:
+                    st.session_state.pop(key, None)
+                st.session_state["qcbr_cases_types"] = {}
+                st.session_state["qcbr_cases_digest"] = digest
             st.caption(f"{len(draft):,} rows · {len(columns)} columns · read from {uploaded.name}")
 
             st.subheader("Schema review")
@@ -89,16 +97,23 @@ with upload_tab:
             sensitive = c3.selectbox("Sensitive column (for the bias report)", sens_options, key="cases_sensitive")
 
             feature_cols = [c for c in columns if c not in (label, id_col)]
-            types_frame = pd.DataFrame({
-                "column": feature_cols,
-                "type": [inferred[c] if inferred[c] in FEATURE_TYPES else "categorical" for c in feature_cols],
-            })
+            # the type choices are kept by column name: the editor's own state is by row position, and
+            # picking another label or id column shifts the rows under it
+            chosen = st.session_state.setdefault("qcbr_cases_types", {})
+            default = {c: inferred[c] if inferred[c] in FEATURE_TYPES else "categorical" for c in feature_cols}
+            types_frame = pd.DataFrame({"column": feature_cols, "type": [chosen.get(c, default[c]) for c in feature_cols]})
+            rows_key = hashlib.sha256("\0".join([digest, *feature_cols]).encode()).hexdigest()[:16]
             edited = st.data_editor(
-                types_frame, key="cases_types", hide_index=True, disabled=["column"], num_rows="fixed",
+                types_frame, key=f"cases_types_{rows_key}", hide_index=True, disabled=["column"], num_rows="fixed",
                 column_config={"type": st.column_config.SelectboxColumn(
                     "type", options=list(FEATURE_TYPES) + [IGNORE], required=True,
                     help="numeric: numbers; categorical: text categories; boolean: yes/no; drop: leave it out")},
             )
+            for row in edited.to_dict("records"):
+                if row["type"] == default[row["column"]]:
+                    chosen.pop(row["column"], None)
+                else:
+                    chosen[row["column"]] = row["type"]
             c1, c2 = st.columns(2)
             missing = c1.radio("Missing values", ["impute", "reject"], horizontal=True, key="cases_missing",
                                help="impute: median / most frequent value; reject: refuse rows with gaps")
@@ -156,9 +171,11 @@ with datasets_tab:
         ui.demo_panel(actor, key="cases_demo")
         st.stop()
     names = sorted({r["DatasetName"] for r in records})
-    preferred = st.session_state.get("qcbr_cases_selected")
-    chosen = st.selectbox("Dataset", names, index=names.index(preferred) if preferred in names else 0,
-                          key="cases_dataset")
+    preferred = st.session_state.pop("qcbr_cases_selected", None)
+    if preferred in names:  # just uploaded: show it (a keyed selectbox keeps its old choice otherwise)
+        st.session_state["cases_dataset"] = preferred
+        st.session_state.pop("cases_version", None)
+    chosen = st.selectbox("Dataset", names, key="cases_dataset")
     versions = [r for r in records if r["DatasetName"] == chosen]
     st.markdown("**Versions** (newest first)")
     st.dataframe(pd.DataFrame([{

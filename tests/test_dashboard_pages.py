@@ -124,6 +124,45 @@ def test_cases_unreadable_file_is_explained(home):
     assert at.error and "Could not read x.csv" in at.error[0].value
 
 
+CHURN_CSV = (
+    "age,plan,outcome\n" + "\n".join(f"{20 + i},{['basic', 'pro'][i % 2]},{['yes', 'no'][i % 3 == 0]}" for i in range(40))
+).encode()
+
+
+def test_cases_a_second_file_starts_from_its_own_name_and_label(home):
+    at = open_page(app_as("data_scientist", home), "cases")
+    at.file_uploader(key="cases_file").upload("flowers.csv", IRIS_CSV, "text/csv")
+    at.run()
+    at.text_input(key="cases_name").set_value("my-flowers")
+    at.selectbox(key="cases_sensitive").set_value("colour").run()
+    assert at.text_input(key="cases_name").value == "my-flowers"
+    # another file in the same session: nothing of the first file's choices may stick to it
+    at.file_uploader(key="cases_file").upload("churn.csv", CHURN_CSV, "text/csv")
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.text_input(key="cases_name").value == "churn"
+    assert at.selectbox(key="cases_label").value == "outcome"
+    assert at.selectbox(key="cases_sensitive").value == "(none)"
+    assert "Valid: 40 cases, 2 features, 2 classes" in texts(at)
+
+
+def test_cases_after_an_upload_the_datasets_tab_shows_the_new_dataset(home):
+    at = open_page(app_as("data_scientist", home), "cases")
+    at.file_uploader(key="cases_file").upload("flowers.csv", IRIS_CSV, "text/csv")
+    at.run()
+    at.button(key="cases_upload_btn").click().run()
+    assert at.selectbox(key="cases_dataset").value == "flowers"
+    at.file_uploader(key="cases_file").upload("churn.csv", CHURN_CSV, "text/csv")
+    at.run()
+    assert at.selectbox(key="cases_dataset").value == "flowers"  # nothing stored yet
+    at.button(key="cases_upload_btn").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert "Stored churn version" in texts(at)
+    assert at.selectbox(key="cases_dataset").value == "churn"
+    assert "40" in [m.value for m in at.metric]  # its profile, not the flowers'
+    at.run()  # and it stays chosen on the next rerun
+    assert at.selectbox(key="cases_dataset").value == "churn"
+
 # ------------------------------------------------------------------------------- pure pieces
 def test_profile_aggregates_instead_of_rows():
     rng = np.random.default_rng(0)
