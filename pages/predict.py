@@ -1,11 +1,11 @@
 """Predict: ask a deployed model about one case (a form from its schema) or many (a CSV)."""
-import io
 
 import pandas as pd
 import streamlit as st
 
 from dashboard import components as ui
 from dashboard.auth import guard
+from dashboard.batch import BatchFileError, read_batch_csv
 from dashboard.state import clear_listings, config, tasks
 
 actor = guard("predict")
@@ -133,9 +133,9 @@ with batch:
     upload = st.file_uploader("Cases to predict (CSV)", type=["csv"], key="pred_batch_file")
     if upload is not None and st.button("Predict all", key="pred_batch_run", type="primary"):
         try:
-            frame = pd.read_csv(io.BytesIO(upload.getvalue()), sep=None, engine="python")
-        except Exception as exc:  # noqa: BLE001 - a user's file
-            st.error(f"{upload.name} could not be read as CSV ({exc}). Save it as comma-separated UTF-8 text.")
+            frame = read_batch_csv(upload.getvalue(), upload.name)
+        except BatchFileError as exc:
+            st.error(str(exc))
         else:
             lacking = [n for n in names if n not in frame.columns]
             if lacking:
@@ -155,6 +155,10 @@ with batch:
         if not task.done:
             st.progress(task.fraction, text=f"Predicting… {task.message}")
             return
+        if st.session_state.pop("qcbr_pred_batch_polling", False):
+            # stop polling: only a full run draws this fragment without run_every (else it reruns each
+            # second for as long as the tab is open, re-sending the table and the CSV every time)
+            st.rerun(scope="app")
         if task.error is not None:
             ui.show_error(task.error, "predict the batch")
             return
@@ -168,4 +172,6 @@ with batch:
                            mime="text/csv", key="pred_batch_download", icon=":material/download:")
 
     pending = tasks().get(st.session_state.get("qcbr_pred_batch"))
-    st.fragment(batch_panel, run_every=1.0 if pending is not None and not pending.done else None)()
+    polling = pending is not None and not pending.done
+    st.session_state["qcbr_pred_batch_polling"] = polling
+    st.fragment(batch_panel, run_every=1.0 if polling else None)()

@@ -3,7 +3,8 @@
 data scientist: upload iris on Cases -> launch a run on Training and follow it to Completed ->
 register it on Registry; manager: approve it on Registry; data scientist: deploy a staging
 endpoint on Endpoints and follow it to InService; business user: predict on Predict (label,
-confidence, similar cases), give feedback, find both on My predictions.
+confidence, similar cases), give feedback, find both on My predictions; then predict a batch
+from a Windows-1252 CSV with ';' and decimal commas (the finished batch panel must stop polling).
 
 Each step waits for what the page must show (the pages poll with st.fragment(run_every)),
 saves a screenshot (tests/artifacts/browser/flow-<nn>-...png) and checks that no page shows an
@@ -67,8 +68,20 @@ def choose(page, label: str, option: str) -> None:
     assert field.input_value() == option
 
 
-def test_upload_train_register_approve_deploy_predict_feedback(dashboard, accounts, page, iris_csv):
+@pytest.fixture(scope="module")
+def batch_csv(tmp_path_factory):
+    """Three new flowers as a German Excel saves them: Windows-1252, ';' between fields, decimal commas."""
+    rows = [";".join(SETOSA)] + [";".join(v.replace(".", ",") for v in values) for values in (
+        ("5.0", "3.4", "1.5", "0.2"), ("6.4", "3.2", "4.5", "1.5"), ("6.3", "3.3", "6.0", "2.5"))]
+    path = tmp_path_factory.mktemp("batch") / "neue-blumen.csv"
+    path.write_bytes(("\r\n".join(rows) + "\r\n").encode("cp1252"))
+    return path
+
+
+def test_upload_train_register_approve_deploy_predict_feedback(dashboard, accounts, page, iris_csv, batch_csv):
     url = dashboard.url
+    frames: list[int] = []  # messages the browser sends the server (reruns, widget changes)
+    page.on("websocket", lambda ws: ws.on("framesent", lambda payload: frames.append(len(payload or b""))))
     scientist, manager, analyst = accounts["data_scientist"], accounts["manager"], accounts["business"]
 
     # --- data scientist: upload the cases
@@ -170,4 +183,21 @@ def test_upload_train_register_approve_deploy_predict_feedback(dashboard, accoun
     assert metric(page, "With feedback") == "1"
     assert metric(page, "Correct where known") == "100%"
     shot(page, 11, "analyst-my-predictions")
+
+    # --- business user: a batch from a European spreadsheet (Windows-1252, ';', decimal commas)
+    go_to(page, "Predict")
+    page.get_by_role("tab", name="Batch (CSV)").click()
+    page.locator('[data-testid="stFileUploader"]').filter(has_text="Cases to predict").locator(
+        'input[type="file"]').set_input_files(str(batch_csv))
+    page.get_by_role("button", name="Predict all").click()
+    page.get_by_text("3 predictions; ").wait_for(timeout=60_000)
+    wait_idle(page)
+    sent = len(frames)
+    page.wait_for_timeout(3_000)
+    assert len(frames) == sent, "the finished batch panel still polls the server"
+    shot(page, 12, "analyst-predict-batch")
+    go_to(page, "My predictions")
+    page.wait_for_timeout(1_500)  # a stray fragment rerun from Predict would blank this page
+    assert metric(page, "Predictions") == "2"
+    shot(page, 13, "analyst-my-predictions-batch")
     logout(page)
