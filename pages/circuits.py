@@ -238,8 +238,10 @@ with sampled_tab:
 
     job = st.session_state.get("qcbr_circ_task")
     task = tasks().get(job["id"]) if job else None
+    polling = task is not None and not task.done
+    st.session_state["qcbr_circ_polling"] = polling
 
-    @st.fragment(run_every=1.0 if task is not None and not task.done else None)
+    @st.fragment(run_every=1.0 if polling else None)
     def sampled_result() -> None:
         task = tasks().get(job["id"]) if job else None
         if task is None:
@@ -247,6 +249,8 @@ with sampled_tab:
         if not task.done:
             st.progress(task.fraction, text=f"Sampling… {task.message}")
             return
+        if st.session_state.pop("qcbr_circ_polling", False):
+            st.rerun(scope="app")  # a full run redraws this without run_every: else it reruns every second
         if task.error is not None:
             ui.show_error(task.error, "sample the fidelities")
             return
