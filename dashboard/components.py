@@ -146,6 +146,17 @@ def metric_row(items: Sequence[tuple[str, Any]]) -> None:
         col.metric(label, "—" if value is None else value)
 
 
+def name_follows_stage(key: str, project: str, stage: str) -> None:
+    """Before an endpoint-name input: drop its value when the stage changed and the name was the
+    previous stage's suggestion (``<project>-<stage>``), so the input shows the new suggestion; a
+    name the user typed stays. (A keyed input ignores a new ``value=`` once it has state.)"""
+    seen_key = f"qcbr_{key}_stage"
+    previous = st.session_state.get(seen_key)
+    if previous is not None and previous != stage and st.session_state.get(key) in (None, f"{project}-{previous}"):
+        st.session_state.pop(key, None)
+    st.session_state[seen_key] = stage
+
+
 def demo_panel(actor, key: str = "demo") -> None:
     """The one-click demo for data scientists: runs ``python -m qcbr demo`` in the background."""
     from dashboard.state import config, demo_seeder

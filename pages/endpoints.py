@@ -24,13 +24,15 @@ with st.expander("Deploy a new endpoint", expanded=not endpoints, icon=":materia
     if not versions:
         ui.empty_state("Nothing to deploy yet", "Register a model version on **Registry** first.")
     else:
+        # outside the form, so that the suggested endpoint name follows the stage
+        stage = st.radio("Stage", ["staging"] + (["prod"] if actor.can("deploy_prod") else []), horizontal=True,
+                         key="ep_new_stage", help="prod needs an approved version and a manager")
+        ui.name_follows_stage("ep_new_name", backend.project, stage)
         with st.form("ep_create", border=False):
-            c1, c2, c3 = st.columns(3)
-            name = c1.text_input("Endpoint name", value=f"{backend.project}-staging", key="ep_new_name")
+            c1, c2 = st.columns(2)
+            name = c1.text_input("Endpoint name", value=f"{backend.project}-{stage}", key="ep_new_name")
             version = c2.selectbox("Model version", numbers, key="ep_new_version",
                                    format_func=lambda n: f"v{n}" + (" (approved)" if n in approved else ""))
-            stage = c3.radio("Stage", ["staging"] + (["prod"] if actor.can("deploy_prod") else []), horizontal=True,
-                             key="ep_new_stage")
             create = st.form_submit_button("Deploy", type="primary")
         if create:
             with ui.attempt("deploy the endpoint"):

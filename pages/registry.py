@@ -33,6 +33,15 @@ def live_model_card(home: str, number: int, modified: str) -> str | None:
     return render_model_card(version=record, dataset=dataset, project=backend.project)
 
 
+def learned(name: str, version: dict) -> tuple[str, str | None]:
+    """(label, value) of a hyperparameter as the model uses it: the tuned value when it was "auto"."""
+    asked = (version.get("HyperParameters") or {}).get(name)
+    value = (version.get("ModelMetrics") or {}).get(name)
+    if value is None:
+        return name, asked
+    return (f"{name} (tuned)" if asked in (None, "auto") else name), f"{float(value):g}"
+
+
 def accuracy(metrics: dict) -> float | None:
     for key in ("validation:accuracy", "accuracy", "cv:accuracy"):
         if key in (metrics or {}):
@@ -104,8 +113,7 @@ with details:
     metrics = version.get("ModelMetrics") or {}
     ui.metric_row([("Validation accuracy", f"{accuracy(metrics):.3f}" if accuracy(metrics) is not None else None),
                    ("CV accuracy", f"{metrics['cv:accuracy']:.3f}" if "cv:accuracy" in metrics else None),
-                   ("alpha", (version.get("HyperParameters") or {}).get("alpha")),
-                   ("k", (version.get("HyperParameters") or {}).get("k"))])
+                   learned("alpha", version), learned("k", version)])
     recalls = {k.split(":", 2)[-1]: v for k, v in metrics.items() if "recall" in k}
     if recalls:
         st.plotly_chart(ui.figure("category_bars", recalls, "Recall per class"), key="reg_recall")
@@ -160,14 +168,18 @@ if actor.can("deploy_staging"):
     st.subheader("Deploy")
     stages = ["staging"] + (["prod"] if actor.can("deploy_prod") else [])
     existing = {e["EndpointName"]: e for e in endpoints}
+    # outside the form, so that the suggested endpoint name follows the stage
+    stage = st.radio("Stage", stages, horizontal=True, key="reg_stage", help="prod needs an approved version and a manager")
+    ui.name_follows_stage("reg_endpoint", backend.project, stage)
     with st.form("deploy", border=True):
-        c1, c2 = st.columns(2)
-        stage = c1.radio("Stage", stages, horizontal=True, key="reg_stage",
-                         help="prod needs an approved version and a manager")
-        name = c2.text_input("Endpoint name", value=f"{backend.project}-staging", key="reg_endpoint",
-                             help="an existing endpoint is updated blue/green to this version")
+        name = st.text_input("Endpoint name", value=f"{backend.project}-{stage}", key="reg_endpoint",
+                             help="an existing endpoint is updated blue/green to this version").strip()
         deploy = st.form_submit_button("Deploy this version", type="primary", icon=":material/cloud_upload:")
-    if deploy:
+    current_stage = (existing.get(name) or {}).get("Stage")
+    if deploy and current_stage and current_stage != stage:
+        st.error(f"{name} is a {current_stage} endpoint, so deploying there would update it in {current_stage}, "
+                 f"not {stage}. Give the {stage} endpoint its own name, or pick {current_stage} to update {name}.")
+    elif deploy:
         with ui.attempt("deploy"):
             if name in existing:
                 record = backend.update_endpoint(actor, name, number)
