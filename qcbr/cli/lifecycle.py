@@ -301,6 +301,18 @@ def cmd_endpoints_delete(args) -> int:
 
 
 # -- predict / ground truth / demo -----------------------------------------------------------------
+def _not_csv_text(path: Path, body: bytes) -> str | None:
+    """Why ``body`` cannot be sent as text/csv (the endpoint reads UTF-8), or None."""
+    if b"\x00" in body[:65536]:
+        return f"{path} is a binary file, not CSV text. Fix: export the table as CSV (UTF-8)"
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return (f"{path} is not UTF-8 text (byte 0x{body[exc.start]:02x} at offset {exc.start}; a Windows or "
+                f"Latin-1 export?). Fix: save it as 'CSV UTF-8', with ',' between fields and '.' for decimals")
+    return None
+
+
 def cmd_predict(args) -> int:
     if args.csv:
         path = Path(args.csv)
@@ -308,6 +320,10 @@ def cmd_predict(args) -> int:
             print(f"qcbr: error: CSV file {path} does not exist", file=sys.stderr)
             return 1
         body, content_type = path.read_bytes(), "text/csv"
+        problem = _not_csv_text(path, body)
+        if problem:
+            print(f"qcbr: error: {problem}", file=sys.stderr)
+            return 1
     else:
         try:
             json.loads(args.json_body)
