@@ -297,3 +297,16 @@ def compare_versions(version_records: list[dict], assumed: dict, horizon_months:
     key = (tuple((v["ModelPackageVersion"], v.get("ModelDataUrl"), v.get("ModelApprovalStatus")) for v in version_records),
            _assumptions_key(assumed), horizon_months)
     return _cached("roi", ("compare", *key), LISTING_TTL, load)
+
+
+def error_pairs(version_records: list[dict]) -> list[str]:
+    """"truth->predicted" for every kind of error some version can make, each version's classes apart.
+
+    The ROI assumptions are per project and may cover several models; pairing one model's class
+    with another's ("no->setosa") names an error no model can make.
+    """
+    pairs: dict[str, None] = {}
+    for v in version_records:
+        classes = sorted({str(c) for c in ((v.get("FeatureSchema") or {}).get("classes") or [])})
+        pairs.update((f"{t}->{p}", None) for t in classes for p in classes if t != p)
+    return list(pairs)

@@ -178,7 +178,7 @@ PAIRS_KEY, CLASS_KEY = "ov_a_error_costs", "ov_a_by_class"
 
 
 def pair_frame(a: dict) -> pd.DataFrame:
-    pairs = [f"{t}->{p}" for t in classes for p in classes if t != p]
+    pairs = data.error_pairs(versions)
     pairs += [k for k in a["error_costs"] if k not in pairs]
     return pd.DataFrame({"truth -> predicted": pairs, "cost": [a["error_costs"].get(k) for k in pairs]})
 

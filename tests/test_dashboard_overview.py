@@ -79,6 +79,17 @@ def test_version_comparison_and_break_even_projection_from_confusion_matrices():
     assert projection.data[1].y[-1] < projection.data[1].y[0]
 
 
+def test_error_pairs_never_mix_two_models_classes():
+    from dashboard.monitoring_data import error_pairs
+
+    iris = {"FeatureSchema": {"classes": ["setosa", "versicolor", "virginica"]}}
+    churn = {"FeatureSchema": {"classes": ["yes", "no"]}}
+    pairs = error_pairs([churn, iris, dict(iris), {"FeatureSchema": None}])
+    assert pairs == ["no->yes", "yes->no", "setosa->versicolor", "setosa->virginica", "versicolor->setosa",
+                     "versicolor->virginica", "virginica->setosa", "virginica->versicolor"]
+    assert error_pairs([]) == []
+
+
 def test_empty_inputs_give_explaining_figures_and_series():
     for fig in (mf.roi_over_time(pd.DataFrame()), mf.break_even_projection({}),
                 mf.version_comparison(pd.DataFrame({"version": [1], "note": ["no matrix"]}))):
