@@ -123,7 +123,7 @@ def paged_table(
     desc = cols[1].toggle("Descending", key=f"{key}_desc")
     pages = max(1, -(-n // page_size))
     page = cols[2].number_input("Page", min_value=1, max_value=pages, value=1, step=1, key=f"{key}_page")
-    cols[3].caption(f"{n:,} rows · {pages:,} pages of {page_size}")
+    cols[3].caption(f"{n:,} {'row' if n == 1 else 'rows'} · {pages:,} {'page' if pages == 1 else 'pages'} of {page_size}")
     if by != "(original order)":
         order = frame[by].sort_values(ascending=not desc, kind="stable", na_position="last").index
         start = (int(page) - 1) * page_size

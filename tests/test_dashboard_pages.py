@@ -235,3 +235,18 @@ def test_errors_are_shown_by_kind():
     assert messages[0].startswith("Not allowed. user 'x'")
     assert messages[1] == "Could not deploy: version 3 is not approved; approve it first"
     assert "unexpected ZeroDivisionError" in messages[2] and "terminal" in messages[2]
+
+
+def test_paged_table_counts_in_plain_words():
+    from streamlit.testing.v1 import AppTest
+
+    def script():
+        import pandas as pd
+
+        from dashboard.components import paged_table
+
+        paged_table(pd.DataFrame({"a": [1]}), key="one", page_size=25)
+        paged_table(pd.DataFrame({"a": range(30)}), key="many", page_size=25)
+
+    at = AppTest.from_function(script).run()
+    assert [c.value for c in at.caption] == ["1 row · 1 page of 25", "30 rows · 2 pages of 25"]
