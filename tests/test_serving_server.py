@@ -289,6 +289,31 @@ def test_concurrent_requests_are_batched_and_answered_correctly(model_dir, model
     assert batcher.requests == 24 and batcher.batches < 24  # coalesced, each answer still its own row
 
 
+def test_a_lone_request_runs_on_the_event_loop_and_a_cancelled_one_strands_nothing(model_dir, model):
+    from qcbr.serving.payload import parse_body
+
+    app = create_app(model_dir, model=model)
+    batcher = app.state.batcher
+    rows = parse_body(json.dumps(ROW).encode(), "application/json", app.state.schema).rows
+    with TestClient(app) as c:  # one request, nothing else in flight: no model-thread hand-off
+        ok = c.post("/invocations", json=ROW)
+    assert ok.status_code == 200 and (batcher.batches, batcher.inline) == (1, 1)
+    expected = json.loads(json.dumps(model.predict_records([ROW])))
+
+    async def go():
+        first = asyncio.create_task(batcher.submit(rows, None))
+        await asyncio.sleep(0)  # first is now waiting one loop turn for company
+        first.cancel()
+        second = asyncio.create_task(batcher.submit(rows, None))
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        return await asyncio.wait_for(second, 30)  # would hang if the queue were left "running"
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(asyncio.run, go()).result()
+    assert same_predictions(json.loads(json.dumps(answer)), expected)
+
+
 def test_capture_records_every_answered_request(model_dir, model, tmp_path):
     app = create_app(model_dir, endpoint_name="churn", model_version=2, capture_root=tmp_path, model=model)
     with TestClient(app) as c:

@@ -131,7 +131,11 @@ class Batcher:
         if not self._running:
             self._running = True
             if len(self._pending) == 1 and len(rows) <= self._inline_rows:
-                await asyncio.sleep(0)  # one loop turn: requests that came with this one join it
+                try:
+                    await asyncio.sleep(0)  # one loop turn: requests that came with this one join
+                except BaseException:  # cancelled: hand the queue to a drain so none is stranded
+                    loop.create_task(self._drain())
+                    raise
                 if len(self._pending) == 1:  # alone: answer here, no task, no future
                     self._pending.clear()
                     self._count(1, len(rows), inline=True)
