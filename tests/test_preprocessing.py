@@ -158,3 +158,28 @@ def test_many_bad_rows_are_summarised(frame):
 def test_fit_rejects_missing_categories():
     with pytest.raises(InputError, match="column 'c' has missing values"):
         Preprocessor().fit(pd.DataFrame({"a": [1.0, 2.0], "c": ["x", None]}))
+
+
+@pytest.mark.parametrize("pca", [None, 2])
+def test_numeric_arrays_skip_pandas_with_the_same_bits_and_errors(pca):
+    """The serving path's numeric rows (no DataFrame) give exactly what the DataFrame path gives;
+    anything the fast path does not take (NaN, inf, wrong width, bools) keeps its messages."""
+    rng = np.random.default_rng(3)
+    train = pd.DataFrame(rng.normal(size=(50, 4)) * [1, 10, 100, 1000], columns=list("abcd"))
+    pre = Preprocessor(pca).fit(train)
+    rows = np.vstack([rng.normal(size=(7, 4)) * [1, 10, 100, 1000], [[1e9, -1e9, 0, 0]]])
+    via_frame = pre.transform(pd.DataFrame(rows, columns=list("abcd")))
+    assert np.array_equal(pre.transform(rows), via_frame)                      # float64 rows
+    assert np.array_equal(pre.transform(rows.astype(np.float32)),
+                          pre.transform(pd.DataFrame(rows.astype(np.float32), columns=list("abcd"))))
+    ints = np.arange(8).reshape(2, 4)
+    assert np.array_equal(pre.transform(ints), pre.transform(pd.DataFrame(ints, columns=list("abcd"))))
+    bad = rows[:2].copy()
+    bad[1, 2] = np.nan
+    with pytest.raises(InputError, match=r"column 'c' has missing values \(NaN\) in row 1"):
+        pre.transform(bad)
+    bad[1, 2] = np.inf
+    with pytest.raises(InputError, match=r"column 'c' has infinite values in row 1"):
+        pre.transform(bad)
+    with pytest.raises(InputError, match="X has 3 features, but the model is expecting 4"):
+        pre.transform(rows[:, :3])
