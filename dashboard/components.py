@@ -147,13 +147,14 @@ def metric_row(items: Sequence[tuple[str, Any]]) -> None:
 
 
 def name_follows_stage(key: str, project: str, stage: str) -> None:
-    """Before an endpoint-name input: drop its value when the stage changed and the name was the
-    previous stage's suggestion (``<project>-<stage>``), so the input shows the new suggestion; a
-    name the user typed stays. (A keyed input ignores a new ``value=`` once it has state.)"""
+    """Before an endpoint-name input (created without ``value=``): suggest ``<project>-<stage>``,
+    and when the stage changes replace the previous stage's suggestion (a name the user submitted
+    stays). Set through session state: the browser shows a value only when the server pushes it
+    that way; a reset keyed input would keep showing, and sending back, the old text."""
     seen_key = f"qcbr_{key}_stage"
     previous = st.session_state.get(seen_key)
-    if previous is not None and previous != stage and st.session_state.get(key) in (None, f"{project}-{previous}"):
-        st.session_state.pop(key, None)
+    if key not in st.session_state or (previous != stage and st.session_state[key] == f"{project}-{previous}"):
+        st.session_state[key] = f"{project}-{stage}"
     st.session_state[seen_key] = stage
 
 

@@ -21,8 +21,6 @@ except ModuleNotFoundError:
     st.stop()
 
 IGNORE = "(drop column)"
-# the upload form's widgets: reset when another file is uploaded
-UPLOAD_KEYS = ("cases_label", "cases_id", "cases_sensitive", "cases_missing", "cases_name")
 
 
 @st.cache_resource(show_spinner="Reading the file…", max_entries=4)
@@ -78,21 +76,23 @@ with upload_tab:
         if draft is not None:
             columns = draft.columns
             inferred = {c["name"]: c["type"] for c in draft.schema["columns"]}
+            guess = next((c for c in columns if c.strip().lower() in LABEL_HINTS), columns[-1])
             if st.session_state.get("qcbr_cases_digest") != digest:
-                # another file: its choices start from what was inferred for it, not from the last file's
-                for key in UPLOAD_KEYS:
-                    st.session_state.pop(key, None)
-                st.session_state["qcbr_cases_types"] = {}
-                st.session_state["qcbr_cases_digest"] = digest
+                # another file: its choices start from what was inferred for it, not from the last file's.
+                # Set, not popped: the browser only shows (and sends back) a keyed widget's new value
+                # when the server pushes it through session state.
+                st.session_state.update({
+                    "cases_label": guess, "cases_id": draft.id_column if draft.id_column not in (None, guess)
+                    else "(none)", "cases_sensitive": "(none)", "cases_missing": "impute", "cases_name": draft.name,
+                    "qcbr_cases_types": {}, "qcbr_cases_digest": digest,
+                })
             st.caption(f"{len(draft):,} rows · {len(columns)} columns · read from {uploaded.name}")
 
             st.subheader("Schema review")
-            guess = next((c for c in columns if c.strip().lower() in LABEL_HINTS), columns[-1])
             c1, c2, c3 = st.columns(3)
-            label = c1.selectbox("Label column (the solution)", columns, index=columns.index(guess), key="cases_label")
+            label = c1.selectbox("Label column (the solution)", columns, key="cases_label")
             id_options = ["(none)"] + [c for c in columns if c != label]
-            detected = draft.id_column if draft.id_column in id_options else "(none)"
-            id_col = c2.selectbox("Id column", id_options, index=id_options.index(detected), key="cases_id")
+            id_col = c2.selectbox("Id column", id_options, key="cases_id")
             sens_options = ["(none)"] + [c for c in columns if c not in (label, id_col)]
             sensitive = c3.selectbox("Sensitive column (for the bias report)", sens_options, key="cases_sensitive")
 
@@ -117,7 +117,7 @@ with upload_tab:
             c1, c2 = st.columns(2)
             missing = c1.radio("Missing values", ["impute", "reject"], horizontal=True, key="cases_missing",
                                help="impute: median / most frequent value; reject: refuse rows with gaps")
-            name = c2.text_input("Dataset name", value=draft.name, key="cases_name",
+            name = c2.text_input("Dataset name", key="cases_name",
                                  help="letters, digits, '-' and '_'; a new upload under a used name is a new version")
 
             keep = [(r["column"], r["type"]) for r in edited.to_dict("records") if r["type"] != IGNORE]
@@ -174,7 +174,7 @@ with datasets_tab:
     preferred = st.session_state.pop("qcbr_cases_selected", None)
     if preferred in names:  # just uploaded: show it (a keyed selectbox keeps its old choice otherwise)
         st.session_state["cases_dataset"] = preferred
-        st.session_state.pop("cases_version", None)
+        st.session_state["cases_version"] = 0  # its newest version
     chosen = st.selectbox("Dataset", names, key="cases_dataset")
     versions = [r for r in records if r["DatasetName"] == chosen]
     st.markdown("**Versions** (newest first)")

@@ -30,7 +30,7 @@ with st.expander("Deploy a new endpoint", expanded=not endpoints, icon=":materia
         ui.name_follows_stage("ep_new_name", backend.project, stage)
         with st.form("ep_create", border=False):
             c1, c2 = st.columns(2)
-            name = c1.text_input("Endpoint name", value=f"{backend.project}-{stage}", key="ep_new_name")
+            name = c1.text_input("Endpoint name", key="ep_new_name")
             version = c2.selectbox("Model version", numbers, key="ep_new_version",
                                    format_func=lambda n: f"v{n}" + (" (approved)" if n in approved else ""))
             create = st.form_submit_button("Deploy", type="primary")

@@ -172,7 +172,7 @@ if actor.can("deploy_staging"):
     stage = st.radio("Stage", stages, horizontal=True, key="reg_stage", help="prod needs an approved version and a manager")
     ui.name_follows_stage("reg_endpoint", backend.project, stage)
     with st.form("deploy", border=True):
-        name = st.text_input("Endpoint name", value=f"{backend.project}-{stage}", key="reg_endpoint",
+        name = st.text_input("Endpoint name", key="reg_endpoint",
                              help="an existing endpoint is updated blue/green to this version").strip()
         deploy = st.form_submit_button("Deploy this version", type="primary", icon=":material/cloud_upload:")
     current_stage = (existing.get(name) or {}).get("Stage")

@@ -3,7 +3,9 @@
 AppTest cannot edit a data editor, so this drives the real grid: double-click the type cell of
 ``region`` (numbers that are really category codes), pick ``categorical``, then pick an id
 column, which shifts the editor's rows. The edit must stay on ``region`` (the editor's own state
-is by row position) and the stored dataset version must hold exactly the reviewed types.
+is by row position) and the stored dataset version must hold exactly the reviewed types. A second
+file uploaded in the same tab must show its own name, label and types, not the first file's (the
+browser keeps showing, and sends back, a keyed widget's old value unless the server pushes a new one).
 """
 from __future__ import annotations
 
@@ -25,30 +27,30 @@ ZONES = "member,age,income,region,plan,outcome\n" + "".join(
 
 
 # the data editor whose accessible grid (rendered a moment after the canvas) has a "region" row
-FIND_GRID = ("() => [...document.querySelectorAll('[data-testid=stMain] [data-testid=stDataFrame]')].findIndex("
-             "d => [...d.querySelectorAll('[role=gridcell]')].some(c => c.innerText.trim() === 'region'))")
+FIND_GRID = ("(name) => [...document.querySelectorAll('[data-testid=stMain] [data-testid=stDataFrame]')].findIndex("
+             "d => [...d.querySelectorAll('[role=gridcell]')].some(c => c.innerText.trim() === name))")
 
 
-def types_grid(page):
-    page.wait_for_function(f"() => ({FIND_GRID})() >= 0")
-    index = page.evaluate(FIND_GRID)
+def types_grid(page, anchor: str = "region"):
+    page.wait_for_function(f"(name) => ({FIND_GRID})(name) >= 0", arg=anchor)
+    index = page.evaluate(FIND_GRID, anchor)
     return page.locator('[data-testid="stMain"] [data-testid="stDataFrame"]').nth(index)
 
 
-def shown_types(page) -> dict[str, str]:
+def shown_types(page, anchor: str = "region") -> dict[str, str]:
     """{column: type} as the editor shows them (its accessible grid cells, two per row)."""
-    cells = [c.strip() for c in types_grid(page).locator('[role="gridcell"]').all_inner_texts()]
+    cells = [c.strip() for c in types_grid(page, anchor).locator('[role="gridcell"]').all_inner_texts()]
     return dict(zip(cells[0::2], cells[1::2]))
 
 
-def settled_types(page, expected: dict[str, str], timeout_ms: int = 15_000) -> dict[str, str]:
+def settled_types(page, expected: dict[str, str], timeout_ms: int = 15_000, anchor: str = "region") -> dict[str, str]:
     """The editor's types once they equal ``expected`` (the grid redraws a moment after a rerun), else as shown."""
-    shown = shown_types(page)
+    shown = shown_types(page, anchor)
     for _ in range(timeout_ms // 250):
         if shown == expected:
             break
         page.wait_for_timeout(250)
-        shown = shown_types(page)
+        shown = shown_types(page, anchor)
     return shown
 
 
@@ -105,6 +107,22 @@ def test_a_type_edited_in_the_schema_review_is_what_gets_stored(dashboard, accou
     wait_idle(page)
     assert not problems(page), problems(page)
     assert "Traceback" not in main_text(page)
+
+    # another file in the same tab: the form shows that file's name and label, not the last one's
+    other = tmp_path / "sizes.csv"
+    other.write_bytes(("Größe;Farbe;Klasse\n" + "".join(f"{1.5 + i / 100:.2f};{['grün', 'rot'][i % 2]};"
+                                                           f"{['ja', 'nein'][i % 3 == 0]}\n" for i in range(30))
+                       ).replace(".", ",").encode("cp1252"))
+    page.locator('[data-testid="stFileUploader"]').filter(has_text="Case file").locator(
+        'input[type="file"]').set_input_files(str(other))
+    page.get_by_text(re.compile(r"Valid: 30 cases, 2 features, 2 classes")).wait_for()
+    wait_idle(page)
+    assert page.get_by_label("Dataset name", exact=True).input_value() == "sizes"
+    assert page.get_by_role("combobox", name="Label column (the solution)", exact=True).input_value() == "Klasse"
+    assert page.get_by_role("combobox", name="Id column", exact=True).input_value() == "(none)"
+    assert settled_types(page, {"Größe": "numeric", "Farbe": "categorical"}, anchor="Farbe") == {
+        "Größe": "numeric", "Farbe": "categorical"}
+    screenshot(page, "cases-second-file")
 
     monkeypatch.setenv("QCBR_HOME", str(dashboard.home))
     from qcbr.lifecycle import get_backend

@@ -139,6 +139,11 @@ def test_upload_train_register_approve_deploy_predict_feedback(dashboard, accoun
     page.get_by_role("tab", name="Approval history").click()
     page.get_by_text("No decision yet.").wait_for(state="detached", timeout=5_000)
     shot(page, 7, "manager-registry-history")
+    # the suggested endpoint name follows the stage the manager picks
+    assert page.get_by_label("Endpoint name", exact=True).input_value() == "qcbr-staging"
+    page.locator('[data-testid="stRadio"]').filter(has_text="Stage").get_by_text("prod", exact=True).click()
+    page.wait_for_function("() => document.querySelector('input[aria-label=\"Endpoint name\"]')?.value === 'qcbr-prod'")
+    wait_idle(page)
     logout(page)
 
     # --- data scientist: deploy a staging endpoint and follow it to InService
