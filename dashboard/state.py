@@ -326,16 +326,13 @@ def demo_seeder(home: str) -> DemoSeeder:
 
 
 # --------------------------------------------------------------------------- artifacts
-@st.cache_resource(show_spinner=False, max_entries=32)
-def model_card(home: str, model_data_url: str | None) -> str | None:
-    """``model_card.md`` from a version's model.tar.gz (the artifact is immutable: cache by URL)."""
+def _artifact_file(model_data_url: str, filename: str) -> bytes | None:
+    """One file of a version's model.tar.gz (by its base name), or None when the artifact lacks it."""
     import io
     import tarfile
 
     from qcbr.storage import open_store, parse_s3_uri
 
-    if not model_data_url:
-        return None
     bucket, key = parse_s3_uri(model_data_url)
     cfg = config()
     store = open_store(cfg)
@@ -346,10 +343,44 @@ def model_card(home: str, model_data_url: str | None) -> str | None:
     data = store.get(key)
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
         for member in tar.getmembers():
-            if member.isfile() and member.name.rsplit("/", 1)[-1] == "model_card.md":
+            if member.isfile() and member.name.rsplit("/", 1)[-1] == filename:
                 fh = tar.extractfile(member)
-                return fh.read().decode("utf-8", errors="replace") if fh else None
+                return fh.read() if fh else None
     return None
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def model_card(home: str, model_data_url: str | None) -> str | None:
+    """``model_card.md`` from a version's model.tar.gz (the artifact is immutable: cache by URL)."""
+    if not model_data_url:
+        return None
+    data = _artifact_file(model_data_url, "model_card.md")
+    return data.decode("utf-8", errors="replace") if data is not None else None
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def numeric_ranges(home: str, model_data_url: str | None) -> dict[str, dict[str, float]]:
+    """{feature: {min, median, max}} of the numeric training features, from the baseline
+    ``statistics.json`` in the model artifact ({} when it has none): what a form starts from."""
+    import json
+
+    import numpy as np
+
+    if not model_data_url:
+        return {}
+    data = _artifact_file(model_data_url, "statistics.json")
+    if data is None:
+        return {}
+    out = {}
+    for feature in json.loads(data).get("features") or []:
+        stats = feature.get("numerical_statistics")
+        if not stats or stats.get("min") is None or stats.get("max") is None:
+            continue
+        sample = (((stats.get("distribution") or {}).get("kll") or {}).get("sketch") or {}).get("data") or []
+        flat = [v for row in sample for v in (row if isinstance(row, list) else [row])]
+        median = float(np.median(flat)) if flat else float(stats.get("mean", stats["min"]))
+        out[str(feature.get("name"))] = {"min": float(stats["min"]), "median": median, "max": float(stats["max"])}
+    return out
 
 
 @st.cache_resource(show_spinner=False)

@@ -6,7 +6,7 @@ import streamlit as st
 from dashboard import components as ui
 from dashboard.auth import guard
 from dashboard.batch import BatchFileError, read_batch_csv
-from dashboard.state import clear_listings, config, tasks
+from dashboard.state import clear_listings, config, numeric_ranges, tasks
 
 actor = guard("predict")
 st.title("Predict")
@@ -34,18 +34,22 @@ endpoint = next(e for e in order if e["EndpointName"] == endpoint_name)
 
 @st.cache_resource(show_spinner=False, max_entries=32)
 def feature_schema(home_key: str, version: int) -> dict:
-    """{'features': [{name, type, categories?}], 'classes': [...], 'label': ...} of a model version."""
-    raw = backend.describe_model_version(version).get("FeatureSchema") or {}
+    """{'features': [{name, type, categories?}], 'classes': [...], 'label': ..., 'model_data_url'} of a version."""
+    record = backend.describe_model_version(version)
+    raw = record.get("FeatureSchema") or {}
     if isinstance(raw, list):
         raw = {"features": raw}
     return {"features": list(raw.get("features") or []), "classes": [str(c) for c in raw.get("classes") or []],
-            "label": raw.get("label")}
+            "label": raw.get("label"), "model_data_url": record.get("ModelDataUrl")}
 
 
 schema = {"features": [], "classes": []}
 with ui.attempt("read the model's input schema"):
     schema = feature_schema(f"{config().home}|{backend.project}", endpoint["ModelPackageVersion"])
 features = schema["features"]
+ranges = {}
+with ui.attempt("read the model's training ranges"):
+    ranges = numeric_ranges(str(config().home), schema.get("model_data_url"))
 if not features:
     st.warning("This model version does not describe its inputs, so no form can be built; use the JSON test box "
                "on **Endpoints** or a CSV with the training columns.")
@@ -85,7 +89,11 @@ with single:
                 elif f.get("type") == "boolean":
                     record[f["name"]] = col.checkbox(f["name"], key=key)
                 else:
-                    record[f["name"]] = col.number_input(f["name"], value=0.0, format="%.4f", key=key)
+                    seen = ranges.get(f["name"])  # start from a typical case, not from 0 (often out of range)
+                    record[f["name"]] = col.number_input(
+                        f["name"], value=seen["median"] if seen else 0.0, format="%.4f", key=key,
+                        help=f"training cases: {seen['min']:g} to {seen['max']:g} (median {seen['median']:g})"
+                        if seen else None)
             asked = st.form_submit_button("Predict", type="primary", icon=":material/online_prediction:")
         if asked:
             with ui.attempt("get a prediction"):

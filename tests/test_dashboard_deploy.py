@@ -52,3 +52,12 @@ def test_prod_under_the_name_of_a_staging_endpoint_is_refused_not_a_staging_upda
     after = demo["backend"].describe_endpoint(staging)
     assert (after["Stage"], after["EndpointStatus"], after["LastModifiedTime"]) == (
         "staging", "InService", before["LastModifiedTime"])
+
+
+def test_the_predict_form_starts_from_a_typical_case_and_shows_the_training_range(demo):
+    at = open_page(app_as("business", demo["home"]), "predict")
+    assert not at.exception, [e.message for e in at.exception]
+    field = at.number_input(key="pred_f_sepal length (cm)")
+    assert field.value == 5.8  # iris' median sepal length, not 0 (no flower has that)
+    assert field.help == "training cases: 4.3 to 7.9 (median 5.8)"
+    assert at.number_input(key="pred_f_petal width (cm)").value == 1.3
