@@ -124,7 +124,7 @@ def live_panel() -> None:
     elif status == "Completed":
         st.success(f"Validation accuracy {accuracy(job):.3f}." if accuracy(job) is not None else "Completed.")
         st.caption("Register it as a model version on **Registry**.")
-    with st.expander("Log", expanded=status in RUNNING):
+    with st.expander("Log", expanded=status in RUNNING or status == "Failed"):  # the why of a failure
         st.code(job.get("Log") or "(no output yet)", language=None)
     if st.session_state.get("qcbr_training_was_running") and status not in RUNNING:
         st.session_state.pop("qcbr_training_was_running")

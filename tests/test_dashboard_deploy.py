@@ -61,3 +61,37 @@ def test_the_predict_form_starts_from_a_typical_case_and_shows_the_training_rang
     assert field.value == 5.8  # iris' median sepal length, not 0 (no flower has that)
     assert field.help == "training cases: 4.3 to 7.9 (median 5.8)"
     assert at.number_input(key="pred_f_petal width (cm)").value == 1.3
+
+
+def test_a_run_whose_process_is_killed_shows_failed_with_the_reason_and_its_log(demo):
+    import os
+    import signal
+
+    from qcbr.roles import OPERATOR
+    from tests.conftest import wait_for
+
+    backend = demo["backend"]
+    job = backend.create_training_job(OPERATOR, demo["summary"]["DatasetName"],
+                                      {"feature_map": "zz", "similarity": "sampled"}, job_name="deploy-killed")
+    name = job["TrainingJobName"]
+    pid = wait_for(lambda: _internal(demo["home"], name).get("TrainingPid"), what="the training process")
+    at = open_page(app_as("data_scientist", demo["home"]), "training")
+    at.selectbox(key="train_watch").set_value(name).run()
+    assert "InProgress" in texts(at)
+    os.kill(pid, signal.SIGKILL)
+    assert backend.wait_training_job(name, timeout=60, poll=0.1)["TrainingJobStatus"] == "Failed"
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert f"### {name} :red-badge[Failed]" in texts(at)
+    assert "Failed: training process killed by SIGKILL" in [e.value for e in at.error]
+    log = next(e for e in at.expander if e.label == "Log")
+    assert log.proto.expanded and "killed by SIGKILL" in texts(at)
+
+
+def _internal(home, name: str) -> dict:
+    import json
+
+    try:
+        return json.loads((home / "jobs" / name / "status.json").read_text()).get("Internal") or {}
+    except (FileNotFoundError, json.JSONDecodeError):  # not written yet
+        return {}
