@@ -138,8 +138,10 @@ def compare_metrics(table: Mapping[str, Mapping[str, float]], title: str = "Metr
         metrics += [m for m in row if m not in metrics]
     for run, row in table.items():
         fig.add_bar(name=str(run), x=metrics, y=[row.get(m) for m in metrics])
-    fig.update_layout(barmode="group")
-    return _layout(fig, title, height=320)
+    fig = _layout(fig, title, height=320)
+    # legend at the side: metric names are long and tilt, and a legend below the plot sat on them
+    fig.update_layout(barmode="group", legend=dict(orientation="v", x=1.01, xanchor="left", y=1, yanchor="top"))
+    return fig
 
 
 def confusion_matrix(matrix: Sequence[Sequence[int]], labels: Sequence[str], title: str = "Confusion matrix") -> go.Figure:

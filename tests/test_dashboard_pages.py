@@ -194,7 +194,9 @@ def test_figures_are_small_whatever_the_data_size():
     spread = figures.kernel_spread(np.full(50, 0.07), n_qubits=4)
     assert sum(spread.data[0].y) == 50
     assert figures.probabilities({"a": 0.7, "b": 0.3}, epsilon=0.6).layout.shapes[0].x0 == 0.6
-    assert len(figures.compare_metrics({"r1": {"acc": 0.9}, "r2": {"acc": 0.8, "f1": 0.7}}).data) == 2
+    compared = figures.compare_metrics({"r1": {"acc": 0.9}, "r2": {"acc": 0.8, "f1": 0.7}})
+    assert len(compared.data) == 2
+    assert compared.layout.legend.orientation == "v" and compared.layout.legend.x > 1  # beside, not on the labels
 
 
 def test_prediction_rows_join_ground_truth():
