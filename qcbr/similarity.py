@@ -193,7 +193,12 @@ def fidelity_matrix(XQ: Any, XS: Any, feature_map: FeatureMap) -> np.ndarray:
     from 7 qubits on, where it beats 2**n-wide products).
     """
     fm = _check_map(feature_map)
-    return _fidelities(_Side(fm, XQ), _Side(fm, XS))
+    return _unit(_fidelities(_Side(fm, XQ), _Side(fm, XS)))
+
+
+def _unit(F: np.ndarray) -> np.ndarray:
+    """Clip rounding excursions (1 + 4e-16) back into [0, 1], where a fidelity lives."""
+    return np.clip(F, 0.0, 1.0, out=F)
 
 
 class _Screen:
@@ -351,7 +356,7 @@ class CaseMemory:
 
     def fidelities(self, XQ: Any) -> np.ndarray:
         """Exact fidelities float64 (len(XQ), n_cases)."""
-        return _fidelities(_Side(self.feature_map, XQ), self._side)
+        return _unit(_fidelities(_Side(self.feature_map, XQ), self._side))
 
     def top_k(self, XQ: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The k most similar stored cases per query: (indices int64 (q,k), scores (q,k)).
@@ -371,7 +376,8 @@ class CaseMemory:
             if self._screen is None:
                 self._screen = _Screen(s)
             with single_thread_blas:  # memory-bound products: a second thread only adds contention
-                return self._screen.top_k(s, q, k)
+                best_i, best_s = self._screen.top_k(s, q, k)
+            return best_i, _unit(best_s)
         C = max(k, _chunk_cols(Q, N))
         best_i = np.zeros((Q, 0), dtype=np.int64)
         best_s = np.zeros((Q, 0))
@@ -383,7 +389,7 @@ class CaseMemory:
                 _fidelity_into(q, s, lo, hi, K, buf)
                 ci, cs = _top_k_rows(K, k)
                 best_i, best_s = _merge(best_i, best_s, ci + lo, cs, k)
-        return best_i, best_s
+        return best_i, _unit(best_s)
 
 
 def _top_k_rows(K: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

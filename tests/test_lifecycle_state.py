@@ -231,3 +231,11 @@ def test_a_job_whose_supervisor_vanished_becomes_failed_not_in_progress_forever(
         backend.stop_training_job(OPERATOR, "ghost-job")
     with pytest.raises(NotFoundError, match="no training job named 'nope'"):
         backend.describe_training_job("nope")
+
+
+def test_invoke_refuses_a_body_that_is_not_utf8_before_touching_the_endpoint(backend):
+    from qcbr.errors import InputError
+    from qcbr.roles import OPERATOR
+
+    with pytest.raises(InputError, match=r"not UTF-8 text \(byte 3 is b'\\xe9'\).*save the CSV or JSON as UTF-8"):
+        backend.invoke(OPERATOR, "no-such-endpoint", b"5.1\xe9,3.5\n", content_type="text/csv")

@@ -88,6 +88,15 @@ class PredictionStore:
         require(actor, "invoke_endpoint")
         from qcbr.serving.lambda_function import handler
 
+        if isinstance(body, bytes):
+            try:
+                body = body.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(
+                    f"the request body is not UTF-8 text (byte {exc.start} is {body[exc.start:exc.start + 1]!r}); "
+                    "save the CSV or JSON as UTF-8 and send it again"
+                ) from None
+
         record = self.endpoints.describe(endpoint)
         if record["EndpointStatus"] not in ("InService", "Updating"):
             raise StateError(
@@ -98,8 +107,6 @@ class PredictionStore:
         client, stage, stage_variables, identity = self.route(record)
         if isinstance(body, (dict, list)):
             body = json.dumps(body if isinstance(body, dict) else {"instances": body})
-        if isinstance(body, bytes):
-            body = body.decode("utf-8")
         event = proxy_event(actor, endpoint, body, content_type, stage, stage_variables, identity)
         return answer(endpoint, handler(event, None, store=self.store, runtime_client=client))
 
