@@ -28,6 +28,7 @@ Maps:
 """
 from __future__ import annotations
 
+import abc
 import math
 import threading
 from functools import cached_property
@@ -287,7 +288,7 @@ def _zz_diag_t(bits: list[int], singles: np.ndarray, pair: dict[tuple[int, int],
 # feature maps
 # ----------------------------------------------------------------------------------------------
 
-class FeatureMap:
+class FeatureMap(abc.ABC):
     """Base of the three maps; subclasses give the circuit and the closed-form statevectors."""
 
     name: str = ""
@@ -333,9 +334,9 @@ class FeatureMap:
         return self.check(X)
 
     # --- circuits ------------------------------------------------------------------------
+    @abc.abstractmethod
     def parameterized(self, prefix: str = "x") -> tuple[QuantumCircuit, ParameterVector]:
         """The circuit with free parameters (a ParameterVector named ``prefix``)."""
-        raise NotImplementedError
 
     @cached_property
     def _template(self) -> tuple[QuantumCircuit, ParameterVector]:
@@ -353,9 +354,9 @@ class FeatureMap:
         return qc.assign_parameters(dict(zip(params, values.tolist())), inplace=False)
 
     # --- states --------------------------------------------------------------------------
+    @abc.abstractmethod
     def statevectors(self, X: Any) -> np.ndarray:
         """complex128 (m, 2**n): the state of each row, qiskit's little-endian order."""
-        raise NotImplementedError
 
 
 class AngleMap(FeatureMap):

@@ -13,6 +13,8 @@ faster way, how to enumerate keys (``prediction_days``, ``locator``, ``ground_tr
 """
 from __future__ import annotations
 
+import abc
+
 import json
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -68,7 +70,7 @@ def answer(endpoint: str, response: dict) -> dict:
     raise StateError(f"endpoint {endpoint} failed to answer (HTTP {status}): {message}")
 
 
-class PredictionStore:
+class PredictionStore(abc.ABC):
     """Over any ObjectStore; ``endpoints`` is the backend's endpoint part (``describe``)."""
 
     read_workers = 16  # objects fetched at once (network latency dominates on S3)
@@ -79,9 +81,9 @@ class PredictionStore:
         self.audit = audit
 
     # -- invoke ---------------------------------------------------------------------------------
+    @abc.abstractmethod
     def route(self, record: dict) -> tuple[Any, str, dict | None, dict]:
         """(sagemaker-runtime client, API stage name, stage variables, extra identity) for an endpoint."""
-        raise NotImplementedError
 
     def invoke(self, actor: Actor, endpoint: str, body: bytes | str | dict | list,
                content_type: str = "application/json") -> dict:
