@@ -123,7 +123,13 @@ def live_panel() -> None:
                 st.rerun()
     elif status == "Completed":
         st.success(f"Validation accuracy {accuracy(job):.3f}." if accuracy(job) is not None else "Completed.")
-        st.caption("Register it as a model version on **Registry**.")
+        versions = [v for v in ui.fetch("list_model_versions", default=[]) or []
+                    if (v.get("Lineage") or {}).get("TrainingJobName") == watched]
+        if versions:
+            st.caption(f"Registered as version {versions[0]['ModelPackageVersion']} "
+                       f"({versions[0]['ModelApprovalStatus']}) on **Registry**.")
+        else:
+            st.caption("Register it as a model version on **Registry**.")
     with st.expander("Log", expanded=status in RUNNING or status == "Failed"):  # the why of a failure
         st.code(job.get("Log") or "(no output yet)", language=None)
     if st.session_state.get("qcbr_training_was_running") and status not in RUNNING:

@@ -48,6 +48,7 @@ import json
 import math
 import os
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -1335,7 +1336,10 @@ _NAME_CHARS = re.compile(r"[^a-z0-9_-]+")
 
 def sanitize_name(text: str, default: str = "cases") -> str:
     """A dataset name safe in S3 keys, MLflow and SageMaker names: [a-z0-9-_], 1-63 chars."""
-    name = _NAME_CHARS.sub("-", str(text).strip().lower()).strip("-_")
+    # fold accents and ligatures to ASCII first, so "Größen" names "grossen", not "gr-en"
+    folded = unicodedata.normalize("NFKD", str(text).strip().casefold())
+    folded = "".join(c for c in folded if not unicodedata.combining(c))
+    name = _NAME_CHARS.sub("-", folded).strip("-_")
     name = re.sub(r"-{2,}", "-", name)[:63].strip("-_")
     return name or default
 

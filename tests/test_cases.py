@@ -560,6 +560,7 @@ def test_safe_csv_neutralises_formulas():
 
 def test_sanitize_name():
     assert sanitize_name("Customers 2024 (final).CSV") == "customers-2024-final-csv"
+    assert sanitize_name("Größen Café") == "grossen-cafe"
     assert sanitize_name("...") == "cases"
     assert len(sanitize_name("x" * 100)) == 63
 

@@ -122,6 +122,7 @@ def test_scientist_launches_a_run_follows_it_and_compares(demo):
     time.sleep(2.1)  # listings are reused for 2 s
     at.run()
     assert "Validation accuracy" in texts(at)
+    assert "Register it as a model version" in texts(at)  # not registered yet
     assert any(c.key == "train_compare_fig" for c in at.get("plotly_chart"))  # demo run + this one
 
 
@@ -145,6 +146,11 @@ def test_register_then_the_library_refuses_prod_for_an_unapproved_version_then_t
     assert not ds.exception, [e.message for e in ds.exception]
     assert "Registered version 2" in texts(ds)
     assert demo["backend"].describe_model_version(2)["ModelApprovalStatus"] == "PendingManualApproval"
+    time.sleep(2.1)  # listings are reused for 2 s
+    run = open_page(app_as("data_scientist", demo["home"]), "training")
+    run.selectbox(key="train_watch").set_value("flow-fixed").run()
+    assert "Registered as version 2 (PendingManualApproval)" in texts(run)
+    assert "Register it as a model version" not in texts(run)
 
     mgr = open_page(app_as("manager", demo["home"]), "registry")
     assert "wait for your decision" in texts(mgr)

@@ -185,7 +185,7 @@ def test_sigkill_of_the_whole_job_process_group_is_detected(lifecycle):
     os.killpg(supervisor, signal.SIGKILL)
     wait_for(lambda: not procs.is_alive(supervisor), 10, "the supervisor to die")
     done = b.describe_training_job(name)
-    assert done["TrainingJobStatus"] == "Failed" and done["FailureReason"] == "job process disappeared"
+    assert done["TrainingJobStatus"] == "Failed" and done["FailureReason"].startswith("job process disappeared (supervisor pid ") and done["FailureReason"].endswith("launch the run again")
     assert not b.store.exists(f"jobs/{name}/output/model.tar.gz")
 
 

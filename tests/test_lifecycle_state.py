@@ -222,7 +222,7 @@ def test_a_job_whose_supervisor_vanished_becomes_failed_not_in_progress_forever(
     (job_dir / "status.json").write_text(json.dumps(record))
     described = backend.describe_training_job("ghost-job")
     assert described["TrainingJobStatus"] == "Failed"
-    assert described["FailureReason"] == "job process disappeared"
+    assert described["FailureReason"].startswith("job process disappeared (supervisor pid ")
     assert described["TrainingEndTime"] and "Internal" not in described
     assert read_json(job_dir / "status.json")["TrainingJobStatus"] == "Failed"  # persisted, not just shown
     with pytest.raises(StateError, match="ghost-job is Failed; only a Completed job can be registered"):

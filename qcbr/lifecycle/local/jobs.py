@@ -189,7 +189,9 @@ class JobManager:
                 finish(r, "Stopped", "Stopped", "Training job stopped")
                 lost["status"] = "KILLED"
             else:
-                reason = "job process never started" if pid is None else "job process disappeared"
+                reason = ("job process never started; launch the run again" if pid is None else
+                          f"job process disappeared (supervisor pid {pid} is gone: killed, or the machine "
+                          "restarted); launch the run again")
                 finish(r, "Failed", "Failed", "Training job failed", reason)
                 lost["status"] = "FAILED"
             r["ModelArtifacts"] = None
